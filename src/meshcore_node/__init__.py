@@ -1,0 +1,1 @@
+"""Meshcore worker daemon."""

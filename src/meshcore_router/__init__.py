@@ -1,0 +1,1 @@
+"""Meshcore router: the thin control plane."""

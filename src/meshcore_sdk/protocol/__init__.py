@@ -1,0 +1,85 @@
+"""The Meshcore wire protocol: frames, codec, version handshake and pure stream checks.
+
+The spec is ``docs/protocol.md``.  This package is pure: it imports only the
+standard library and pydantic, no I/O library (a test enforces it), so the SDK,
+the node and the router all share it.
+"""
+
+from meshcore_sdk.protocol.backoff import Backoff
+from meshcore_sdk.protocol.codec import FrameLimits, decode_frame, encode_frame
+from meshcore_sdk.protocol.errors import ERROR_TABLE, ErrorCode, MeshError, error_from_code
+from meshcore_sdk.protocol.frames import (
+    FRAME,
+    AcceptedFrame,
+    CancelFrame,
+    ChatMessage,
+    CommandFrame,
+    CommandKind,
+    DoneFrame,
+    ErrorFrame,
+    FinishReason,
+    Frame,
+    GenerateFrame,
+    HeartbeatFrame,
+    HelloFrame,
+    ModelInfo,
+    NodeStatus,
+    PausedFrame,
+    PauseFrame,
+    RegisteredFrame,
+    RegisterFrame,
+    ResumeFrame,
+    Role,
+    SamplingParams,
+    SignalFrame,
+    Telemetry,
+    TokenFrame,
+    Usage,
+    WelcomeFrame,
+)
+from meshcore_sdk.protocol.stream import StreamPhase, Utf8Assembler, WorkerStream
+from meshcore_sdk.protocol.version import PROTOCOL_VERSION, SUPPORTED_VERSIONS, negotiate
+
+__all__ = [
+    "ERROR_TABLE",
+    "FRAME",
+    "PROTOCOL_VERSION",
+    "SUPPORTED_VERSIONS",
+    "AcceptedFrame",
+    "Backoff",
+    "CancelFrame",
+    "ChatMessage",
+    "CommandFrame",
+    "CommandKind",
+    "DoneFrame",
+    "ErrorCode",
+    "ErrorFrame",
+    "FinishReason",
+    "Frame",
+    "FrameLimits",
+    "GenerateFrame",
+    "HeartbeatFrame",
+    "HelloFrame",
+    "MeshError",
+    "ModelInfo",
+    "NodeStatus",
+    "PauseFrame",
+    "PausedFrame",
+    "RegisterFrame",
+    "RegisteredFrame",
+    "ResumeFrame",
+    "Role",
+    "SamplingParams",
+    "SignalFrame",
+    "StreamPhase",
+    "Telemetry",
+    "TokenFrame",
+    "Usage",
+    "Utf8Assembler",
+    "WelcomeFrame",
+    "WorkerStream",
+    "decode_frame",
+    "encode_frame",
+    "error_from_code",
+    "negotiate",
+]

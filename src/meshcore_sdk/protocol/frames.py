@@ -1,0 +1,369 @@
+"""Wire frames: every message of the Meshcore protocol as a frozen pydantic model.
+
+One protocol travels on every transport (``docs/protocol.md`` §1): the node's
+control websocket, the router's client stream, and (later) WebRTC data channels.
+Each frame is a JSON object whose ``type`` field picks its model.  Frames are
+strict (``extra="forbid"``): a receiver refuses what it does not understand, and
+protocol versions (§2) are how the protocol grows.  :data:`TOLERANT_FRAME` is the
+same union with unknown fields ignored, for the SDK reading a newer peer.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Any, Final, Literal, Union
+
+from pydantic import (
+    Base64Bytes,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    model_validator,
+)
+
+from meshcore_sdk.protocol.errors import ErrorCode
+
+__all__ = [
+    "FRAME",
+    "TOLERANT_FRAME",
+    "AcceptedFrame",
+    "CancelFrame",
+    "ChatMessage",
+    "CommandFrame",
+    "CommandKind",
+    "DoneFrame",
+    "ErrorFrame",
+    "FinishReason",
+    "Frame",
+    "GenerateFrame",
+    "HeartbeatFrame",
+    "HelloFrame",
+    "ModelInfo",
+    "NodeStatus",
+    "PauseFrame",
+    "PausedFrame",
+    "RegisterFrame",
+    "RegisteredFrame",
+    "ResumeFrame",
+    "Role",
+    "SamplingParams",
+    "SignalFrame",
+    "Telemetry",
+    "TokenFrame",
+    "Usage",
+    "WelcomeFrame",
+]
+
+RequestId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
+NodeId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+ModelName = Annotated[str, Field(min_length=1, max_length=256)]
+Count = Annotated[int, Field(ge=0)]
+MAX_STOP_STRINGS: Final = 16
+MAX_RESUME_TOKENS: Final = 131_072
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Role(enum.StrEnum):
+    """Who speaks on a connection (§2)."""
+
+    CLIENT = "client"
+    NODE = "node"
+    ROUTER = "router"
+
+
+class NodeStatus(enum.StrEnum):
+    """A node's readiness, carried by each heartbeat (§4.2)."""
+
+    STARTING = "STARTING"  # engine loading or restarting: takes no requests
+    READY = "READY"
+    BUSY = "BUSY"  # alive, but at capacity: takes no new requests
+    DRAINING = "DRAINING"  # finishing what it has, then leaving
+
+
+class FinishReason(enum.StrEnum):
+    """Why a generation ended (§3.4)."""
+
+    STOP = "stop"
+    LENGTH = "length"
+    CANCELLED = "cancelled"
+
+
+class CommandKind(enum.StrEnum):
+    """Router-to-node commands (§4.4)."""
+
+    LOAD = "load"
+    PREWARM = "prewarm"
+    UNLOAD = "unload"
+    AUDIT = "audit"
+    SHADOW = "shadow"
+
+
+# --- session (§2) -----------------------------------------------------------------------
+
+
+class HelloFrame(_Model):
+    """First frame on every connection: the versions this side speaks."""
+
+    type: Literal["hello"] = "hello"
+    versions: list[Annotated[int, Field(ge=1)]] = Field(min_length=1, max_length=16)
+    role: Role
+    agent: str = Field(default="", max_length=256)
+
+
+class WelcomeFrame(_Model):
+    """Answer to ``hello``: the version both sides will speak."""
+
+    type: Literal["welcome"] = "welcome"
+    version: int = Field(ge=1)
+    session_id: str = Field(max_length=128)
+
+
+class ErrorFrame(_Model):
+    """An error for one request (``request_id`` set) or for the whole connection."""
+
+    type: Literal["error"] = "error"
+    request_id: RequestId | None = None
+    code: ErrorCode
+    message: str = Field(max_length=4096)
+    retryable: bool = False
+    retry_after_s: float | None = Field(default=None, ge=0)
+
+
+# --- data plane: client <-> worker (§3) --------------------------------------------------
+
+
+class ChatMessage(_Model):
+    """One chat turn; ``developer`` is OpenAI's newer name for ``system``."""
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str = Field(max_length=1_000_000)
+    name: str | None = Field(default=None, max_length=256)
+
+
+class SamplingParams(_Model):
+    """How to pick tokens (§3.1). Defaults follow the OpenAI API."""
+
+    max_tokens: int = Field(default=256, ge=1, le=131_072)
+    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    top_k: int = Field(default=0, ge=0)
+    min_p: float = Field(default=0.0, ge=0.0, le=1.0)
+    repeat_penalty: float = Field(default=1.0, gt=0.0, le=10.0)
+    seed: int | None = Field(default=None, ge=0, lt=2**63)
+    stop: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        default_factory=list, max_length=MAX_STOP_STRINGS
+    )
+
+
+class GenerateFrame(_Model):
+    """Start a generation: exactly one of ``prompt`` or ``messages`` (§3.1).
+
+    ``model`` is a served id or ``sha256:<hex>``; on a node's link it is always the latter.
+    """
+
+    type: Literal["generate"] = "generate"
+    request_id: RequestId
+    model: ModelName
+    prompt: str | None = Field(default=None, max_length=1_000_000)
+    messages: list[ChatMessage] | None = Field(default=None, min_length=1, max_length=1024)
+    params: SamplingParams = Field(default_factory=SamplingParams)
+    lora: Sha256 | None = None
+    attempt: Count = 0
+
+    @model_validator(mode="after")
+    def _one_input(self) -> GenerateFrame:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("exactly one of prompt and messages must be given")
+        return self
+
+
+class AcceptedFrame(_Model):
+    """The request was admitted by ``worker_id`` (sent before its first token)."""
+
+    type: Literal["accepted"] = "accepted"
+    request_id: RequestId
+    worker_id: NodeId
+    model: str = Field(max_length=256)
+    prompt_tokens: Count
+
+
+class PauseFrame(_Model):
+    """Stop computing this request but keep its state (§3.2)."""
+
+    type: Literal["pause"] = "pause"
+    request_id: RequestId
+
+
+class ResumeFrame(_Model):
+    """Continue at ``from_seq`` after prefilling ``token_ids`` that this worker lacks (§3.2)."""
+
+    type: Literal["resume"] = "resume"
+    request_id: RequestId
+    from_seq: Count
+    token_ids: list[Count] = Field(default_factory=list, max_length=MAX_RESUME_TOKENS)
+
+
+class CancelFrame(_Model):
+    """Stop this request and free its state."""
+
+    type: Literal["cancel"] = "cancel"
+    request_id: RequestId
+
+
+class TokenFrame(_Model):
+    """One generated token at position ``seq`` (0-based among generated tokens)."""
+
+    type: Literal["token"] = "token"
+    request_id: RequestId
+    attempt: Count = 0
+    seq: Count
+    token_id: Count
+    text_bytes: Base64Bytes
+    t_worker: float = Field(ge=0)
+
+
+class PausedFrame(_Model):
+    """The request is paused; ``next_seq`` is the position it will produce next."""
+
+    type: Literal["paused"] = "paused"
+    request_id: RequestId
+    next_seq: Count
+
+
+class Usage(_Model):
+    """Token counts of one request."""
+
+    prompt_tokens: Count
+    completion_tokens: Count
+    total_tokens: Count
+
+    @model_validator(mode="after")
+    def _total(self) -> Usage:
+        if self.total_tokens != self.prompt_tokens + self.completion_tokens:
+            raise ValueError("total_tokens must equal prompt_tokens + completion_tokens")
+        return self
+
+
+class DoneFrame(_Model):
+    """The last frame of a successful request."""
+
+    type: Literal["done"] = "done"
+    request_id: RequestId
+    finish_reason: FinishReason
+    usage: Usage
+    proof: dict[str, Any] | None = None
+
+
+# --- control plane: node <-> router (§4) -------------------------------------------------
+
+
+class ModelInfo(_Model):
+    """A model a node holds in RAM, named by its file hash and its served id."""
+
+    sha256: Sha256
+    served_name: str = Field(min_length=1, max_length=256)
+    n_ctx: int = Field(ge=1)
+    size_bytes: Count
+
+
+class RegisterFrame(_Model):
+    """A node announces itself and what it serves."""
+
+    type: Literal["register"] = "register"
+    node_id: NodeId
+    models: list[ModelInfo] = Field(max_length=64)
+    lora: list[Sha256] = Field(default_factory=list, max_length=1024)
+    ram_free_bytes: Count
+    vram_free_bytes: Count = 0
+    cpu_count: int = Field(ge=1)
+    addr: str | None = Field(default=None, max_length=256)
+    max_sequences: int = Field(default=1, ge=1)
+
+
+class RegisteredFrame(_Model):
+    """The router accepted a registration and says how often to heartbeat."""
+
+    type: Literal["registered"] = "registered"
+    node_id: NodeId
+    heartbeat_interval_s: float = Field(gt=0)
+
+
+class Telemetry(_Model):
+    """What a node measures about itself, sent with each heartbeat."""
+
+    ram_free_bytes: Count
+    active_sequences: Count = 0
+    queued_requests: Count = 0
+    tokens_per_s: float = Field(default=0.0, ge=0)
+    engine_restarts: Count = 0
+    swapping: bool = False
+
+
+class HeartbeatFrame(_Model):
+    """A node is alive, in ``status``."""
+
+    type: Literal["heartbeat"] = "heartbeat"
+    status: NodeStatus
+    telemetry: Telemetry
+
+
+class SignalFrame(_Model):
+    """WebRTC signaling relayed through the router (direct mode)."""
+
+    type: Literal["signal"] = "signal"
+    kind: Literal["offer", "answer"]
+    request_id: RequestId
+    ticket: str = Field(default="", max_length=8192)
+    sdp: str = Field(max_length=65_536)
+
+
+class CommandFrame(_Model):
+    """A router-to-node command (§4.4)."""
+
+    type: Literal["command"] = "command"
+    command: CommandKind
+    model_sha256: Sha256 | None = None
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+Frame = Annotated[
+    Union[
+        HelloFrame,
+        WelcomeFrame,
+        ErrorFrame,
+        GenerateFrame,
+        AcceptedFrame,
+        PauseFrame,
+        ResumeFrame,
+        CancelFrame,
+        TokenFrame,
+        PausedFrame,
+        DoneFrame,
+        RegisterFrame,
+        RegisteredFrame,
+        HeartbeatFrame,
+        SignalFrame,
+        CommandFrame,
+    ],
+    Field(discriminator="type"),
+]
+"""Any frame, picked by its ``type``."""
+
+FRAME: Final[TypeAdapter[Frame]] = TypeAdapter(Frame)
+
+
+def _tolerant(cls: type[_Model]) -> type[_Model]:
+    config = ConfigDict(**{**cls.model_config, "extra": "ignore"})  # type: ignore[typeddict-item]
+    return type(cls.__name__, (cls,), {"model_config": config, "__module__": __name__})
+
+
+_TOLERANT_TYPES = tuple(_tolerant(cls) for cls in Frame.__origin__.__args__)  # type: ignore[attr-defined]
+TOLERANT_FRAME: Final[TypeAdapter[Frame]] = TypeAdapter(
+    Annotated[Union[_TOLERANT_TYPES], Field(discriminator="type")]  # type: ignore[valid-type]
+)
+"""The frame union with unknown fields ignored, for a client reading a newer peer."""

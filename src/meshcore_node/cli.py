@@ -1,0 +1,86 @@
+"""``meshcore node``: run a worker daemon.  The one place the node reads its settings."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+from meshcore_node.config import NodeConfig
+from meshcore_node.daemon import Node
+from meshcore_node.models import bundled_model_path, inspect_model
+from meshcore_sdk.protocol.errors import ConfigError
+
+__all__ = ["node_command", "run_node"]
+
+
+@click.command("node")
+@click.option(
+    "--router",
+    "router_url",
+    envvar="MESHCORE_ROUTER_URL",
+    default="http://127.0.0.1:8080",
+    show_default=True,
+    help="The router's base URL.",
+)
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="GGUF file to serve (default: the bundled Gemma 3 270M).",
+)
+@click.option("--node-id", default=None, help="This node's id in the mesh (default: node-<random>).")
+@click.option("--n-ctx", type=click.IntRange(min=64), default=4096, show_default=True, help="Context size in tokens.")
+@click.option("--threads", "n_threads", type=click.IntRange(min=1), default=None, help="llama.cpp threads.")
+@click.option(
+    "--max-in-flight",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Requests accepted at once before the node reports BUSY.",
+)
+@click.option("--log-level", default="WARNING", show_default=True, help="Python logging level.")
+def node_command(
+    router_url: str,
+    model_path: Path | None,
+    node_id: str | None,
+    n_ctx: int,
+    n_threads: int | None,
+    max_in_flight: int,
+    log_level: str,
+) -> None:
+    """Run a worker that serves a GGUF model to the mesh."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = NodeConfig(
+        router_url=router_url,
+        node_id=node_id or f"node-{secrets.token_hex(4)}",
+        model_path=model_path,
+        n_ctx=n_ctx,
+        n_threads=n_threads,
+        max_in_flight=max_in_flight,
+    )
+    try:
+        asyncio.run(run_node(config, announce=click.echo))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+async def run_node(config: NodeConfig, *, announce: Callable[[str], None] | None = None) -> None:
+    """Run a node until SIGINT or SIGTERM; ``announce`` hears of each registration."""
+    path = config.model_path if config.model_path is not None else await asyncio.to_thread(bundled_model_path)
+    model = await asyncio.to_thread(inspect_model, path)
+    node = Node(config, model, on_registered=announce)
+    main = asyncio.current_task()
+    assert main is not None
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, main.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await node.run()

@@ -1,0 +1,49 @@
+"""The node's configuration: one frozen object, built by the CLI from flags, environment and file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from meshcore_sdk.protocol import Backoff, FrameLimits
+
+__all__ = ["NodeConfig"]
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Everything a node daemon needs to know.
+
+    Attributes:
+        router_url: the router's base URL (``http://host:port``); the control link uses its websocket twin.
+        node_id: this node's id in the mesh.
+        model_path: the GGUF to serve; None serves the bundled Gemma 3 270M.
+        n_ctx: context size in tokens.
+        n_threads: threads for llama.cpp (None: its default).
+        max_in_flight: requests the node accepts at once (running and queued) before it reports BUSY.
+        reconnect: delays between attempts to reach the router.
+        engine_restart: delays between restarts of a crashed engine.
+        limits: caps on frames received from the router.
+        open_timeout_s: how long to wait for the router to accept a connection, in seconds.
+    """
+
+    router_url: str = "http://127.0.0.1:8080"
+    node_id: str = "node"
+    model_path: Path | None = None
+    n_ctx: int = 4096
+    n_threads: int | None = None
+    max_in_flight: int = 8
+    reconnect: Backoff = field(default_factory=lambda: Backoff(initial_s=0.1, max_s=5.0))
+    engine_restart: Backoff = field(default_factory=lambda: Backoff(initial_s=0.1, max_s=5.0))
+    limits: FrameLimits = field(default_factory=FrameLimits)
+    open_timeout_s: float = 10.0
+
+    @property
+    def control_url(self) -> str:
+        """The websocket URL of the router's node endpoint (``docs/protocol.md`` §4)."""
+        base = self.router_url.rstrip("/")
+        if base.startswith("https://"):
+            base = "wss://" + base.removeprefix("https://")
+        elif base.startswith("http://"):
+            base = "ws://" + base.removeprefix("http://")
+        return base + "/mesh/v1/node"

@@ -1,0 +1,195 @@
+"""The node daemon: an engine child under supervision and a control link to the router.
+
+:class:`Node` wires the two together.  Frames from the router go to the
+engine (``generate``, ``cancel``); the engine's answers go back over the link,
+with ``accepted`` naming this node.  The daemon never runs inference itself, so
+a crash of llama.cpp costs the requests in flight (each gets a retryable
+``engine_crashed``), never the daemon: it reports STARTING, restarts the engine
+and returns to READY on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+
+from meshcore_node.config import NodeConfig
+from meshcore_node.engine.ipc import EngineAccepted, EngineConfig, EngineMessage
+from meshcore_node.engine.supervisor import EngineSupervisor
+from meshcore_node.link import ControlLink
+from meshcore_node.models import ModelFile
+from meshcore_node.status import EngineState, node_status
+from meshcore_node.telemetry import SwapWatch, ThroughputMeter, sample_memory
+from meshcore_sdk.protocol import (
+    AcceptedFrame,
+    CancelFrame,
+    ErrorFrame,
+    Frame,
+    GenerateFrame,
+    HeartbeatFrame,
+    ModelInfo,
+    NodeStatus,
+    RegisterFrame,
+    Telemetry,
+    TokenFrame,
+)
+from meshcore_sdk.protocol.errors import BadRequest, MeshError, ModelUnavailable
+
+__all__ = ["Node"]
+
+logger = logging.getLogger(__name__)
+
+
+class Node:
+    """One worker: serves one model to the mesh.
+
+    Args:
+        config: the node's configuration.
+        model: the model file, already hashed.
+        rng: randomness for backoff jitter.
+        on_registered: told, in one line, each time the node registers with the router.
+    """
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        model: ModelFile,
+        *,
+        rng: random.Random | None = None,
+        on_registered: Callable[[str], None] | None = None,
+    ) -> None:
+        rng = rng or random.Random()
+        self._config = config
+        self._model = model
+        self._swap = SwapWatch()
+        self._throughput = ThroughputMeter()
+        self._draining = False
+        self._swapping = False
+        self.engine = EngineSupervisor(
+            EngineConfig(model_path=str(model.path), n_ctx=config.n_ctx, n_threads=config.n_threads),
+            on_message=self._from_engine,
+            on_state_change=lambda state: self._maybe_status_changed(),
+            restart_backoff=config.engine_restart,
+            rng=rng,
+        )
+        self.link = ControlLink(
+            config,
+            registration=self._registration,
+            heartbeat=self._heartbeat,
+            on_frame=self._from_router,
+            on_registered=self._registered,
+            on_disconnect=self.engine.cancel_all,
+            rng=rng,
+        )
+        self._on_registered = on_registered
+        self._first_ready = asyncio.Event()
+
+    async def run(self) -> None:
+        """Serve until cancelled: the engine first, then the link once the model is loaded."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.engine.run())
+            await self._first_ready.wait()
+            group.create_task(self.link.run())
+
+    @property
+    def status(self) -> NodeStatus:
+        """The status this node reports now."""
+        return node_status(
+            engine=self.engine.state,
+            in_flight=self.engine.in_flight,
+            capacity=self._config.max_in_flight,
+            swapping=self._swapping,
+            draining=self._draining,
+        )
+
+    def _registration(self) -> RegisterFrame:
+        info = self.engine.ready_info
+        assert info is not None, "registration happens after the engine's first start"
+        model = ModelInfo(
+            sha256=self._model.sha256,
+            served_name=info.served_name,
+            n_ctx=info.n_ctx,
+            size_bytes=self._model.size_bytes,
+        )
+        return RegisterFrame(
+            node_id=self._config.node_id,
+            models=[model],
+            ram_free_bytes=sample_memory().available_bytes,
+            cpu_count=os.cpu_count() or 1,
+            max_sequences=self._config.max_in_flight,
+        )
+
+    def _heartbeat(self) -> HeartbeatFrame:
+        memory = sample_memory()
+        self._swapping = self._swap.update(memory)
+        telemetry = Telemetry(
+            ram_free_bytes=memory.available_bytes,
+            active_sequences=self.engine.in_flight,
+            tokens_per_s=self._throughput.rate(time.monotonic()),
+            engine_restarts=self.engine.restarts,
+            swapping=self._swapping,
+        )
+        return HeartbeatFrame(status=self.status, telemetry=telemetry)
+
+    def _registered(self) -> None:
+        info = self.engine.ready_info
+        name = info.served_name if info else self._model.sha256
+        logger.info("registered with %s", self._config.router_url)
+        if self._on_registered is not None:
+            self._on_registered(
+                f"meshcore node {self._config.node_id} serving {name} "
+                f"(sha256:{self._model.sha256[:12]}) via {self._config.router_url}"
+            )
+
+    def _maybe_status_changed(self) -> None:
+        if self.engine.state is EngineState.READY:
+            self._first_ready.set()
+        self.link.status_changed()
+
+    async def _from_router(self, frame: Frame) -> None:
+        match frame:
+            case GenerateFrame():
+                await self._admit(frame)
+            case CancelFrame():
+                await self.engine.cancel(frame.request_id)
+            case ErrorFrame():
+                logger.warning("router reported an error: %s: %s", frame.code, frame.message)
+            case _:
+                request_id = getattr(frame, "request_id", None)
+                why = BadRequest(f"this node does not support {frame.type} frames (protocol version 1)")
+                self.link.send(_error(request_id, why))
+
+    async def _admit(self, frame: GenerateFrame) -> None:
+        if frame.model != f"sha256:{self._model.sha256}":
+            self.link.send(_error(frame.request_id, ModelUnavailable(f"this node does not serve {frame.model}")))
+            return
+        before = self.status
+        await self.engine.submit(frame)
+        if self.status is not before:
+            self.link.status_changed()
+
+    def _from_engine(self, message: EngineMessage) -> None:
+        if isinstance(message, EngineAccepted):
+            info = self.engine.ready_info
+            self.link.send(
+                AcceptedFrame(
+                    request_id=message.request_id,
+                    worker_id=self._config.node_id,
+                    model=info.served_name if info else self._model.sha256,
+                    prompt_tokens=message.prompt_tokens,
+                )
+            )
+            return
+        if isinstance(message, TokenFrame):
+            self._throughput.record(time.monotonic())
+        self.link.send(message)
+        if not isinstance(message, TokenFrame):
+            self.link.status_changed()
+
+
+def _error(request_id: str | None, error: MeshError) -> ErrorFrame:
+    return ErrorFrame(request_id=request_id, code=error.code, message=str(error), retryable=error.retryable)

@@ -1,0 +1,1 @@
+"""The node's inference engine: a supervised child process running llama.cpp."""

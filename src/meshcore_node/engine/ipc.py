@@ -1,0 +1,67 @@
+"""Messages between the node daemon and its engine child process.
+
+The daemon writes one JSON frame per line to the child's stdin: the wire
+``generate`` and ``cancel`` frames (``docs/protocol.md`` §3).  The child writes
+one frame per line to its IPC pipe: wire ``token``, ``done`` and ``error``
+frames, plus the two engine-only messages below.  The child never learns where
+a request came from.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from meshcore_sdk.protocol import DoneFrame, ErrorFrame, TokenFrame
+
+__all__ = ["ENGINE_MESSAGE", "EngineAccepted", "EngineConfig", "EngineMessage", "EngineReady"]
+
+
+class EngineConfig(BaseModel):
+    """What the engine child needs, passed to it serialised on its command line.
+
+    Attributes:
+        model_path: the GGUF file to load.
+        n_ctx: context size in tokens.
+        n_threads: threads for generation (None: llama.cpp's default).
+        n_batch: prompt tokens evaluated per batch.
+        chat_format: the llama-cpp-python chat format to use when the GGUF has no template.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model_path: str
+    n_ctx: int = Field(default=4096, ge=64)
+    n_threads: int | None = Field(default=None, ge=1)
+    n_batch: int = Field(default=512, ge=1)
+    chat_format: str | None = None
+
+
+class EngineReady(BaseModel):
+    """The model is loaded and passed its self-test."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: Literal["engine_ready"] = "engine_ready"
+    served_name: str
+    architecture: str
+    n_ctx: int
+    chat_format: str
+    pid: int
+
+
+class EngineAccepted(BaseModel):
+    """A request was tokenised and admitted."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: Literal["engine_accepted"] = "engine_accepted"
+    request_id: str
+    prompt_tokens: int
+
+
+EngineMessage = Annotated[
+    EngineReady | EngineAccepted | TokenFrame | DoneFrame | ErrorFrame, Field(discriminator="type")
+]
+ENGINE_MESSAGE: Final[TypeAdapter[EngineMessage]] = TypeAdapter(EngineMessage)

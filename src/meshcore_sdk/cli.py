@@ -1,0 +1,263 @@
+"""``meshcore``: the command line.
+
+Settings come, first match wins, from flags, ``MESHCORE_*`` environment
+variables (``MESHCORE_ROUTER_URL``, or ``MESHCORE_<COMMAND>_<OPTION>`` such as
+``MESHCORE_NODE_N_CTX``), a TOML config file (``--config``, ``MESHCORE_CONFIG``,
+or ``~/.config/meshcore/config.toml``; one table per command), then defaults.
+
+``router`` and ``node`` come from the ``meshcore.commands`` entry points of the
+``router`` and ``node`` extras, loaded only when used, so the SDK alone installs
+light and ``meshcore --help`` always works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import time
+import tomllib
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+from rich.console import Console
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from meshcore_sdk._client import AsyncClient
+from meshcore_sdk.mesh import LocalMesh, MeshConfig
+from meshcore_sdk.protocol.errors import MeshError
+
+__all__ = ["main"]
+
+_DEFAULT_CONFIG = Path("~/.config/meshcore/config.toml").expanduser()
+_ROUTER_URL = click.option(
+    "--router",
+    "router_url",
+    envvar="MESHCORE_ROUTER_URL",
+    default="http://127.0.0.1:8080",
+    show_default=True,
+    help="The router's base URL.",
+)
+_DEMO_PROMPT = "The three most useful things to know about running language models on many small machines are"
+
+
+class _Commands(click.Group):
+    """Adds the subcommands that other Meshcore packages register, loading each only when asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        plugins = [entry.name for entry in entry_points(group="meshcore.commands")]
+        return sorted({*super().list_commands(ctx), *plugins})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            return command
+        for entry in entry_points(group="meshcore.commands", name=cmd_name):
+            try:
+                loaded = entry.load()
+            except ImportError as exc:
+                return _missing_extra(cmd_name, exc)
+            assert isinstance(loaded, click.Command)
+            return loaded
+        return None
+
+
+def _missing_extra(name: str, error: ImportError) -> click.Command:
+    """A stand-in for a command whose extra is not installed: it says how to install it."""
+    fix = f'pip install "meshcore[{name}]"'
+
+    def explain() -> None:
+        raise click.ClickException(f"'meshcore {name}' needs the {name} extra: {fix} ({error})")
+
+    return click.Command(
+        name, callback=explain, help=f"(not installed: {fix})", context_settings={"ignore_unknown_options": True}
+    )
+
+
+def _load_config(ctx: click.Context, _param: click.Parameter, value: Path | None) -> Path | None:
+    path = value or (_DEFAULT_CONFIG if _DEFAULT_CONFIG.is_file() else None)
+    if path is None:
+        return None
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc}") from exc
+    ctx.default_map = {name: _options(table) for name, table in data.items() if isinstance(table, dict)}
+    return path
+
+
+def _options(table: dict[str, Any]) -> dict[str, Any]:
+    return {key.replace("-", "_"): value for key, value in table.items()}
+
+
+@click.group(cls=_Commands, context_settings={"auto_envvar_prefix": "MESHCORE", "help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="MESHCORE_CONFIG",
+    is_eager=True,
+    expose_value=False,
+    callback=_load_config,
+    help="TOML config file, one table per command.",
+)
+@click.version_option(package_name="meshcore")
+def main() -> None:
+    """Meshcore: peer-to-peer LLM inference on other people's machines."""
+
+
+@main.command()
+@_ROUTER_URL
+@click.option("--mode", type=click.Choice(["proxy", "direct", "swarm"]), default="proxy", show_default=True)
+@click.option("--model", default="gemma-3-270m", show_default=True, help="Served model id or sha256:<hex>.")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--temperature", type=click.FloatRange(0, 2), default=0.0, show_default=True)
+@click.argument("prompt")
+def chat(router_url: str, mode: str, model: str, max_tokens: int, temperature: float, prompt: str) -> None:
+    """Send PROMPT as a chat message and stream the answer."""
+
+    async def run() -> None:
+        async with AsyncClient(router_url=router_url, mode=mode) as client:  # type: ignore[arg-type]
+            stream = await client.chat.completions.create(
+                model=model,
+                messages=[{"role": "user", "content": prompt}],
+                max_tokens=max_tokens,
+                temperature=temperature,
+                stream=True,
+            )
+            async with stream:
+                async for chunk in stream:
+                    if chunk.choices:
+                        click.echo(chunk.choices[0].delta.content or "", nl=False)
+        click.echo()
+
+    _run(run())
+
+
+@main.command()
+@_ROUTER_URL
+@click.option("--json", "as_json", is_flag=True, help="Print the registry as JSON.")
+def status(router_url: str, as_json: bool) -> None:
+    """Show the router's nodes and models."""
+    try:
+        response = httpx.get(router_url.rstrip("/") + "/mesh/v1/status", timeout=10.0)
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"cannot read {router_url}: {exc}") from exc
+    data = response.json()
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    Console().print(_node_table(data.get("nodes", [])))
+
+
+@main.command()
+@click.option("--nodes", type=click.IntRange(min=0), default=3, show_default=True, help="Local worker nodes.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Router port.")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def up(nodes: int, port: int, model_path: Path | None) -> None:
+    """Run a router and NODES local workers until Ctrl-C."""
+
+    async def run() -> None:
+        console = Console()
+        async with contextlib.AsyncExitStack() as stack:
+            with console.status(f"starting a router and {nodes} nodes"):
+                mesh = await stack.enter_async_context(
+                    LocalMesh(MeshConfig(nodes=nodes, port=port, model_path=model_path))
+                )
+            console.print(f"meshcore mesh up: router listening on {mesh.router_url} (logs in {mesh.log_dir})")
+            console.print(_node_table(await mesh.nodes_status()))
+            await _until_signal()
+            console.print("stopping the mesh")
+
+    _run(run())
+
+
+@main.command()
+@click.option("--nodes", type=click.IntRange(min=1), default=3, show_default=True, help="Local worker nodes.")
+@click.option("--prompt", default=_DEMO_PROMPT, show_default=False, help="The text to continue.")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=96, show_default=True)
+def demo(nodes: int, prompt: str, max_tokens: int) -> None:
+    """Start a local mesh on the bundled model and stream one answer from it."""
+
+    async def run() -> None:
+        console = Console()
+        async with contextlib.AsyncExitStack() as stack:
+            with console.status(f"starting a local mesh: a router and {nodes} nodes on the bundled model"):
+                mesh = await stack.enter_async_context(LocalMesh(MeshConfig(nodes=nodes)))
+            console.print(_node_table(await mesh.nodes_status()))
+            await _stream_demo(console, mesh.router_url, prompt, max_tokens)
+
+    _run(run())
+
+
+async def _stream_demo(console: Console, router_url: str, prompt: str, max_tokens: int) -> None:
+    async with AsyncClient(router_url=router_url) as client:
+        models = await client.models.list()
+        model = models.data[0].id
+        started = time.monotonic()
+        first_token_s: float | None = None
+        text, worker, tokens = "", "?", 0
+        stream = await client.completions.create(
+            model=model, prompt=prompt, max_tokens=max_tokens, stream=True, temperature=0
+        )
+        with Live(console=console, refresh_per_second=20) as live:
+            async with stream:
+                async for chunk in stream:
+                    now = time.monotonic()
+                    first_token_s = first_token_s if first_token_s is not None else now - started
+                    text += "".join(choice.text for choice in chunk.choices)
+                    worker = chunk.meshcore.worker_id if chunk.meshcore else worker
+                    tokens += 1 if chunk.meshcore and chunk.meshcore.seq is not None else 0
+                    live.update(_answer_panel(prompt, text, model, worker, tokens, first_token_s, now - started))
+
+
+def _answer_panel(
+    prompt: str, text: str, model: str, worker: str, tokens: int, first_token_s: float | None, elapsed_s: float
+) -> Panel:
+    body = Text(prompt, style="dim") + Text(text, style="bold")
+    rate = tokens / (elapsed_s - first_token_s) if first_token_s is not None and elapsed_s > first_token_s else 0.0
+    ttft = f"{first_token_s * 1000:.0f} ms" if first_token_s is not None else "-"
+    subtitle = f"{model} on {worker} · {tokens} tokens · first token {ttft} · {rate:.1f} tokens/s"
+    return Panel(body, title="meshcore demo", subtitle=subtitle)
+
+
+def _node_table(nodes: list[dict[str, Any]]) -> Table:
+    table = Table(title="nodes")
+    for column in ("node", "status", "models", "in flight", "tokens/s"):
+        table.add_column(column)
+    for node in nodes:
+        telemetry = node.get("telemetry") or {}
+        models = ", ".join(str(m.get("served_name", m.get("sha256", "?"))) for m in node.get("models", []))
+        table.add_row(
+            str(node.get("node_id")),
+            str(node.get("status")),
+            models,
+            str(telemetry.get("active_sequences", "-")),
+            f"{telemetry.get('tokens_per_s', 0.0):.1f}",
+        )
+    return table
+
+
+async def _until_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+
+
+def _run(coroutine: Any) -> None:
+    try:
+        asyncio.run(coroutine)
+    except MeshError as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
+    except KeyboardInterrupt:
+        with contextlib.suppress(Exception):
+            click.echo()

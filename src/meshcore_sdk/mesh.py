@@ -1,0 +1,208 @@
+"""A local mesh on this machine: one router and N worker nodes, as real processes.
+
+``meshcore up`` and ``meshcore demo`` use it, and so can notebooks and tests::
+
+    async with LocalMesh(nodes=3) as mesh:
+        async with AsyncClient(router_url=mesh.router_url) as client:
+            ...
+
+Each part runs as its own process (``python -m meshcore_router``,
+``python -m meshcore_node``), exactly as an operator would start it, so a test
+can kill a node and watch the mesh cope.  The SDK imports neither package: it
+only starts their programs, which need the ``node`` and ``router`` extras.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from meshcore_sdk.protocol.errors import ConfigError, MeshTimeout
+
+__all__ = ["LocalMesh", "MeshConfig"]
+
+
+@dataclass(frozen=True)
+class MeshConfig:
+    """How to start a local mesh.
+
+    Attributes:
+        nodes: how many worker nodes to start.
+        port: the router's port (0: any free port).
+        model_path: the GGUF every node serves (None: the bundled Gemma 3 270M).
+        heartbeat_interval_s: the router's heartbeat interval, in seconds (None: its default).
+        node_threads: llama.cpp threads per node (None: its default).
+        n_ctx: each node's context size in tokens.
+        start_timeout_s: how long the whole mesh may take to become READY, in seconds.
+        log_dir: where each process's output goes (None: a new temporary directory).
+        python: the interpreter that runs the parts.
+    """
+
+    nodes: int = 3
+    port: int = 0
+    model_path: Path | None = None
+    heartbeat_interval_s: float | None = None
+    node_threads: int | None = None
+    n_ctx: int = 4096
+    start_timeout_s: float = 180.0
+    log_dir: Path | None = None
+    python: str = field(default_factory=lambda: sys.executable)
+
+
+class LocalMesh:
+    """Starts a router and its nodes, waits until every node is READY, stops them all on exit.
+
+    Args:
+        config: what to start.
+    """
+
+    def __init__(self, config: MeshConfig | None = None) -> None:
+        self.config = config or MeshConfig()
+        if self.config.nodes < 0:
+            raise ConfigError("a mesh needs zero or more nodes")
+        self.log_dir = self.config.log_dir or Path(tempfile.mkdtemp(prefix="meshcore-"))
+        self.router: asyncio.subprocess.Process | None = None
+        self.nodes: dict[str, asyncio.subprocess.Process] = {}
+        self._router_url: str | None = None
+
+    @property
+    def router_url(self) -> str:
+        """The router's base URL (``http://127.0.0.1:PORT``)."""
+        if self._router_url is None:
+            raise ConfigError("the mesh is not running")
+        return self._router_url
+
+    async def __aenter__(self) -> LocalMesh:
+        try:
+            async with asyncio.timeout(self.config.start_timeout_s):
+                await self._start_router()
+                for index in range(self.config.nodes):
+                    await self.start_node(f"node-{index}")
+                await self.wait_ready(self.config.nodes)
+        except TimeoutError as exc:
+            await self.aclose()
+            raise MeshTimeout(
+                f"the local mesh was not READY within {self.config.start_timeout_s} s; logs in {self.log_dir}"
+            ) from exc
+        except BaseException:
+            await self.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def start_node(self, node_id: str, *extra_args: str) -> asyncio.subprocess.Process:
+        """Start one more node process with id ``node_id``."""
+        args = [
+            "-m",
+            "meshcore_node",
+            "--router",
+            self.router_url,
+            "--node-id",
+            node_id,
+            "--n-ctx",
+            str(self.config.n_ctx),
+        ]
+        if self.config.model_path is not None:
+            args += ["--model", str(self.config.model_path)]
+        if self.config.node_threads is not None:
+            args += ["--threads", str(self.config.node_threads)]
+        process = await self._spawn(node_id, [*args, *extra_args])
+        self.nodes[node_id] = process
+        return process
+
+    async def status(self) -> dict[str, object]:
+        """The router's registry as JSON (``GET /mesh/v1/status``)."""
+        async with httpx.AsyncClient(base_url=self.router_url, timeout=5.0) as http:
+            response = await http.get("/mesh/v1/status")
+            response.raise_for_status()
+            result: dict[str, object] = response.json()
+            return result
+
+    async def nodes_status(self) -> list[dict[str, Any]]:
+        """The registered nodes as the router lists them (``node_id``, ``status``, ``models``, ``telemetry``)."""
+        nodes = (await self.status()).get("nodes", [])
+        assert isinstance(nodes, list)
+        return nodes
+
+    async def node_statuses(self) -> dict[str, str]:
+        """Each registered node's status, by node id."""
+        return {str(node["node_id"]): str(node["status"]) for node in await self.nodes_status()}
+
+    async def wait_ready(self, count: int, *, node_ids: Sequence[str] | None = None) -> None:
+        """Wait until ``count`` nodes (or all of ``node_ids``) report READY."""
+        while True:
+            ready = {node for node, status in (await self.node_statuses()).items() if status == "READY"}
+            if (node_ids is not None and ready.issuperset(node_ids)) or (node_ids is None and len(ready) >= count):
+                return
+            for node_id, process in self.nodes.items():
+                if process.returncode is not None:
+                    raise ConfigError(f"node {node_id} exited with code {process.returncode}; see {self.log_dir}")
+            await asyncio.sleep(0.1)
+
+    async def aclose(self) -> None:
+        """Stop every node, then the router (SIGTERM, then SIGKILL after 10 s)."""
+        for process in [*self.nodes.values(), self.router]:
+            if process is not None:
+                await _stop(process)
+
+    async def _start_router(self) -> None:
+        port = self.config.port or _free_port()
+        args = ["-m", "meshcore_router", "--port", str(port)]
+        if self.config.heartbeat_interval_s is not None:
+            args += ["--heartbeat-interval-s", str(self.config.heartbeat_interval_s)]
+        self.router = await self._spawn("router", args)
+        self._router_url = f"http://127.0.0.1:{port}"
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                await self.status()
+                return
+            if self.router.returncode is not None:
+                raise ConfigError(f"the router exited with code {self.router.returncode}; see {self.log_dir}")
+            await asyncio.sleep(0.05)
+
+    async def _spawn(self, name: str, args: list[str]) -> asyncio.subprocess.Process:
+        with (self.log_dir / f"{name}.log").open("ab") as log:
+            return await asyncio.create_subprocess_exec(
+                self.config.python,
+                *args,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,  # a Ctrl-C in the terminal reaches the mesh through aclose, in order
+            )
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def _stop(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signal.SIGTERM)
+    try:
+        async with asyncio.timeout(10.0):
+            await process.wait()
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()

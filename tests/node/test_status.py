@@ -25,9 +25,7 @@ READY, STARTING = EngineState.READY, EngineState.STARTING
         (READY, 0, False, True, NodeStatus.DRAINING),
     ],
 )
-def test_node_status(
-    engine: EngineState, in_flight: int, swapping: bool, draining: bool, expected: NodeStatus
-) -> None:
+def test_node_status(engine: EngineState, in_flight: int, swapping: bool, draining: bool, expected: NodeStatus) -> None:
     assert node_status(engine=engine, in_flight=in_flight, capacity=4, swapping=swapping, draining=draining) == expected
 
 

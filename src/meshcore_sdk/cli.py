@@ -123,7 +123,7 @@ def chat(router_url: str, mode: str, model: str, max_tokens: int, temperature: f
     """Send PROMPT as a chat message and stream the answer."""
 
     async def run() -> None:
-        async with AsyncClient(router_url=router_url, mode=mode) as client:  # type: ignore[arg-type]
+        async with AsyncClient(router_url=router_url, mode=mode) as client:
             stream = await client.chat.completions.create(
                 model=model,
                 messages=[{"role": "user", "content": prompt}],
@@ -213,8 +213,8 @@ async def _stream_demo(console: Console, router_url: str, prompt: str, max_token
                     now = time.monotonic()
                     first_token_s = first_token_s if first_token_s is not None else now - started
                     text += "".join(choice.text for choice in chunk.choices)
-                    worker = chunk.meshcore.worker_id if chunk.meshcore else worker
-                    tokens += 1 if chunk.meshcore and chunk.meshcore.seq is not None else 0
+                    worker = chunk.meshcore.worker_id or worker
+                    tokens += chunk.meshcore.seq is not None
                     live.update(_answer_panel(prompt, text, model, worker, tokens, first_token_s, now - started))
 
 

@@ -71,9 +71,7 @@ def completion_chunks(texts: Sequence[str], *, finish_reason: str = "length") ->
             "object": "text_completion",
             "created": 1_700_000_000,
             "model": MODEL,
-            "choices": [
-                {"index": 0, "text": text, "finish_reason": finish_reason if seq == len(texts) - 1 else None}
-            ],
+            "choices": [{"index": 0, "text": text, "finish_reason": finish_reason if seq == len(texts) - 1 else None}],
             "meshcore": meta(seq),
         }
         for seq, text in enumerate(texts)

@@ -78,10 +78,12 @@ class Twin:
         try:
             if self.sync:
                 with stream:
-                    chunks.extend(stream)
+                    for chunk in stream:
+                        chunks.append(chunk)
             else:
                 async with stream:
-                    chunks.extend([chunk async for chunk in stream])
+                    async for chunk in stream:
+                        chunks.append(chunk)
         except MeshError as error:
             return chunks, error
         return chunks, None

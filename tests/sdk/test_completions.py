@@ -141,7 +141,10 @@ async def test_worker_change_mid_stream_is_an_event(twin: Twin) -> None:
     await twin.drain(stream)
 
     changes = [event for event in stream.events if isinstance(event, WorkerAssigned)]
-    assert [(event.previous_worker_id, event.worker_id) for event in changes] == [(None, WORKER_ID), (WORKER_ID, "node-b")]
+    assert [(event.previous_worker_id, event.worker_id) for event in changes] == [
+        (None, WORKER_ID),
+        (WORKER_ID, "node-b"),
+    ]
 
 
 async def test_keepalive_comments_and_empty_events_are_skipped(twin: Twin) -> None:

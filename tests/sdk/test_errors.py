@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -17,7 +18,6 @@ from meshcore_sdk import (
     MeshTimeout,
     ModelNotFound,
     NoCapacity,
-    RemoteProtocolError,
     RequestRetried,
     ResponseStarted,
     StreamClosed,
@@ -29,7 +29,6 @@ from meshcore_sdk import (
 from .canned import (
     MODEL,
     REQUEST_ID,
-    WORKER_ID,
     ScriptedRouter,
     broken_stream,
     chat_chunks,
@@ -72,7 +71,7 @@ async def test_refusals_map_to_the_error_tree_and_are_not_retried(
     assert twin.fake_time.sleeps == []
     if "x-request-id" in reply.headers:
         assert caught.value.request_id == REQUEST_ID
-        assert str(caught.value) == "it failed"
+        assert str(caught.value).startswith("it failed")
 
 
 async def test_no_capacity_is_retried_after_the_servers_delay_then_succeeds(twin: Twin) -> None:
@@ -276,3 +275,23 @@ async def test_no_foreign_exception_leaks(twin: Twin, reply: object, stream: boo
             assert error is not None
     except MeshError:
         pass
+
+
+async def test_a_whole_answer_whose_body_breaks_is_retried(twin: Twin) -> None:
+    """Nothing of a non-streamed answer reached the caller, so a body cut off mid-read is repeated."""
+
+    async def cut_off() -> AsyncIterator[bytes]:
+        yield b'{"choices": ['
+        raise httpx.ReadError("reset")
+
+    router = ScriptedRouter(
+        [
+            httpx.Response(200, content=cut_off(), headers={"content-type": "application/json"}),
+            json_response(chat_completion("again")),
+        ]
+    )
+    client = twin.client(router)
+
+    completion = await twin.chat(client, model=MODEL, messages=MESSAGES)
+
+    assert completion.text == "again" and len(router.requests) == 2

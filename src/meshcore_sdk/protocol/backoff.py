@@ -6,9 +6,12 @@ and drivers pass their own.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the core never draws randomness itself: the caller's rng comes in
+    import random
 
 __all__ = ["Backoff"]
 
@@ -29,7 +32,10 @@ class Backoff:
 
     def cap_s(self, attempt: int) -> float:
         """The largest delay before retry number ``attempt`` (0-based)."""
-        return min(self.max_s, self.initial_s * self.multiplier**attempt)
+        try:
+            return min(self.max_s, self.initial_s * self.multiplier**attempt)
+        except OverflowError:  # multiplier**attempt left the float range: max_s was reached long before
+            return self.max_s
 
     def delay_s(self, attempt: int, rng: random.Random) -> float:
         """A delay drawn uniformly in ``[0, cap_s(attempt)]``."""

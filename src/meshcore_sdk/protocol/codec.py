@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ValidationError
 
 from meshcore_sdk.protocol.errors import FrameTooDeep, FrameTooLarge, MalformedFrame
-from meshcore_sdk.protocol.frames import FRAME, TOLERANT_FRAME, Frame
+from meshcore_sdk.protocol.frames import FRAME, Frame
 
 __all__ = ["FrameLimits", "decode_frame", "encode_frame", "json_depth"]
 
@@ -39,10 +39,11 @@ class FrameLimits:
 
 
 def json_depth(data: bytes, *, give_up_above: int) -> int:
-    """Return the nesting depth of JSON text without parsing it.
+    """Return the nesting depth of JSON text without parsing it, as far as the cap needs.
 
     Brackets inside strings do not count.  The scan stops as soon as the depth
-    passes ``give_up_above`` and returns that depth.
+    passes ``give_up_above`` and returns that depth.  Text with at most
+    ``give_up_above`` brackets in all cannot pass the cap and is not scanned: 0.
     """
     if data.count(b"[") + data.count(b"{") <= give_up_above:
         return 0  # cannot exceed the cap: skip the byte-by-byte scan
@@ -87,9 +88,8 @@ def decode_frame(data: str | bytes, limits: FrameLimits = FrameLimits(), *, tole
         raise FrameTooLarge(f"frame of {len(raw)} bytes exceeds the cap of {limits.max_frame_bytes} bytes")
     if json_depth(raw, give_up_above=limits.max_depth) > limits.max_depth:
         raise FrameTooDeep(f"frame nests deeper than {limits.max_depth} levels")
-    adapter = TOLERANT_FRAME if tolerant else FRAME
     try:
-        return adapter.validate_json(raw)
+        return FRAME.validate_json(raw, extra="ignore" if tolerant else None)
     except ValidationError as exc:
         raise MalformedFrame(_describe(exc)) from exc
 

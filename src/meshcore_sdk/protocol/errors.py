@@ -85,6 +85,7 @@ class ErrorCode(enum.StrEnum):
     CONFIG = "config_error"
     LOCAL_PROTOCOL = "local_protocol_error"
     PROTOCOL = "protocol_error"
+    REMOTE_PROTOCOL = "remote_protocol_error"
     MALFORMED_FRAME = "malformed_frame"
     FRAME_TOO_LARGE = "frame_too_large"
     FRAME_TOO_DEEP = "frame_too_deep"
@@ -170,7 +171,7 @@ class LocalProtocolError(ProtocolError):
 class RemoteProtocolError(ProtocolError):
     """The peer sent data that is malformed or illegal in the current state."""
 
-    code = ErrorCode.PROTOCOL
+    code = ErrorCode.REMOTE_PROTOCOL
 
 
 class MalformedFrame(RemoteProtocolError):

@@ -5,20 +5,24 @@ control websocket, the router's client stream, and (later) WebRTC data channels.
 Each frame is a JSON object whose ``type`` field picks its model.  Frames are
 strict (``extra="forbid"``): a receiver refuses what it does not understand, and
 protocol versions (§2) are how the protocol grows.  :data:`TOLERANT_FRAME` is the
-same union with unknown fields ignored, for the SDK reading a newer peer.
+same union read with ``extra="ignore"`` (``decode_frame(..., tolerant=True)``), for the SDK
+reading a newer peer.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import enum
-from typing import Annotated, Any, Final, Literal, Union
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
-    Base64Bytes,
     BaseModel,
     ConfigDict,
     Field,
     TypeAdapter,
+    field_serializer,
+    field_validator,
     model_validator,
 )
 
@@ -26,7 +30,6 @@ from meshcore_sdk.protocol.errors import ErrorCode
 
 __all__ = [
     "FRAME",
-    "TOLERANT_FRAME",
     "AcceptedFrame",
     "CancelFrame",
     "ChatMessage",
@@ -216,15 +219,33 @@ class CancelFrame(_Model):
 
 
 class TokenFrame(_Model):
-    """One generated token at position ``seq`` (0-based among generated tokens)."""
+    """One generated token at position ``seq`` (0-based among generated tokens).
+
+    ``text_bytes`` holds raw bytes in Python and travels as standard base64 (RFC 4648 §4) in JSON.
+    """
 
     type: Literal["token"] = "token"
     request_id: RequestId
     attempt: Count = 0
     seq: Count
     token_id: Count
-    text_bytes: Base64Bytes
+    text_bytes: bytes = Field(max_length=1024)
     t_worker: float = Field(ge=0)
+
+
+    @field_validator("text_bytes", mode="before")
+    @classmethod
+    def _from_base64(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return base64.b64decode(value, validate=True)
+            except binascii.Error as exc:
+                raise ValueError(f"text_bytes is not standard base64: {exc}") from exc
+        return value
+
+    @field_serializer("text_bytes", when_used="json")
+    def _to_base64(self, value: bytes) -> str:
+        return base64.b64encode(value).decode("ascii")
 
 
 class PausedFrame(_Model):
@@ -332,38 +353,24 @@ class CommandFrame(_Model):
 
 
 Frame = Annotated[
-    Union[
-        HelloFrame,
-        WelcomeFrame,
-        ErrorFrame,
-        GenerateFrame,
-        AcceptedFrame,
-        PauseFrame,
-        ResumeFrame,
-        CancelFrame,
-        TokenFrame,
-        PausedFrame,
-        DoneFrame,
-        RegisterFrame,
-        RegisteredFrame,
-        HeartbeatFrame,
-        SignalFrame,
-        CommandFrame,
-    ],
+    HelloFrame
+    | WelcomeFrame
+    | ErrorFrame
+    | GenerateFrame
+    | AcceptedFrame
+    | PauseFrame
+    | ResumeFrame
+    | CancelFrame
+    | TokenFrame
+    | PausedFrame
+    | DoneFrame
+    | RegisterFrame
+    | RegisteredFrame
+    | HeartbeatFrame
+    | SignalFrame
+    | CommandFrame,
     Field(discriminator="type"),
 ]
 """Any frame, picked by its ``type``."""
 
 FRAME: Final[TypeAdapter[Frame]] = TypeAdapter(Frame)
-
-
-def _tolerant(cls: type[_Model]) -> type[_Model]:
-    config = ConfigDict(**{**cls.model_config, "extra": "ignore"})  # type: ignore[typeddict-item]
-    return type(cls.__name__, (cls,), {"model_config": config, "__module__": __name__})
-
-
-_TOLERANT_TYPES = tuple(_tolerant(cls) for cls in Frame.__origin__.__args__)  # type: ignore[attr-defined]
-TOLERANT_FRAME: Final[TypeAdapter[Frame]] = TypeAdapter(
-    Annotated[Union[_TOLERANT_TYPES], Field(discriminator="type")]  # type: ignore[valid-type]
-)
-"""The frame union with unknown fields ignored, for a client reading a newer peer."""

@@ -61,6 +61,7 @@ class WorkerStream:
     def __init__(self, request_id: str, *, attempt: int = 0, start_seq: int = 0) -> None:
         self.request_id = request_id
         self.attempt = attempt
+        self.start_seq = start_seq
         self.next_seq = start_seq
         self.phase = StreamPhase.OPEN
         self._accepted = False
@@ -89,7 +90,7 @@ class WorkerStream:
             raise self._refuse(f"{frame.type} frame names another request")
         match frame:
             case AcceptedFrame():
-                if self._accepted or self.next_seq > 0:
+                if self._accepted or self.next_seq > self.start_seq:
                     raise self._refuse("accepted frame after the stream started")
                 self._accepted = True
             case TokenFrame():

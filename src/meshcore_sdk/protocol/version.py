@@ -30,7 +30,5 @@ def negotiate(hello: HelloFrame, supported: Collection[int] = SUPPORTED_VERSIONS
     """
     shared = set(hello.versions) & set(supported)
     if not shared:
-        raise VersionMismatch(
-            f"peer speaks protocol versions {sorted(hello.versions)}, this side {sorted(supported)}"
-        )
+        raise VersionMismatch(f"peer speaks protocol versions {sorted(hello.versions)}, this side {sorted(supported)}")
     return max(shared)

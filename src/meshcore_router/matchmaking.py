@@ -1,0 +1,103 @@
+"""Matchmaking: which node serves a request.
+
+Theory of operation
+-------------------
+A request names a model (a served id or ``sha256:<hex>``).  :func:`route` turns
+the name into the model's hash through the registry, then picks one node among
+the live nodes holding it:
+
+1. a name no node has ever served is :class:`ModelNotFound` (HTTP 404);
+2. only ``READY`` nodes that are not excluded and whose load is below
+   ``max_load`` are eligible; none eligible is :class:`NoCapacity` (HTTP 503,
+   with a ``Retry-After`` hint);
+3. among the eligible, the least loaded wins, ties broken by node id, so the
+   choice is a total order and the same inputs always give the same node.
+
+A node's load is the work it has relative to what it runs at once:
+``max(active + queued from its last heartbeat, requests the router has in
+flight on it) / max_sequences``.  The router's own count covers the time
+between two heartbeats, when the node's numbers are stale.
+
+The module is pure: no clock, no I/O; ``now`` and the in-flight counts come in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+
+from meshcore_router.registry import NodeRecord, NodeRegistry
+from meshcore_sdk.protocol import NodeStatus
+from meshcore_sdk.protocol.errors import ModelNotFound, NoCapacity
+
+__all__ = ["Route", "choose_node", "node_load", "route"]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where a request goes: the model's hash and served name, and the node."""
+
+    sha256: str
+    served_name: str
+    node_id: str
+
+
+def node_load(record: NodeRecord, in_flight: int) -> float:
+    """The node's work relative to its capacity (1.0 = every sequence busy)."""
+    reported = record.telemetry.active_sequences + record.telemetry.queued_requests
+    return max(reported, in_flight) / record.max_sequences
+
+
+def choose_node(
+    records: Iterable[NodeRecord],
+    *,
+    in_flight: Callable[[str], int],
+    exclude: Collection[str] = (),
+    max_load: float = float("inf"),
+) -> str | None:
+    """The least loaded eligible node, ties by node id; None when no node is eligible.
+
+    Args:
+        records: the live nodes holding the model.
+        in_flight: how many requests the router has in flight on a node.
+        exclude: nodes not to pick (for instance, ones that already failed this request).
+        max_load: nodes at or above this load are not eligible.
+    """
+    best: tuple[float, str] | None = None
+    for record in records:
+        if record.status is not NodeStatus.READY or record.node_id in exclude:
+            continue
+        load = node_load(record, in_flight(record.node_id))
+        if load < max_load and (best is None or (load, record.node_id) < best):
+            best = (load, record.node_id)
+    return None if best is None else best[1]
+
+
+def route(
+    registry: NodeRegistry,
+    model: str,
+    *,
+    now: float,
+    in_flight: Callable[[str], int],
+    exclude: Collection[str] = (),
+    max_load: float = float("inf"),
+    retry_after_s: float = 1.0,
+) -> Route:
+    """Pick the node that serves a request for ``model``.
+
+    Raises:
+        ModelNotFound: no node has ever served ``model``.
+        NoCapacity: the model is known, but no READY node can take the request now.
+    """
+    sha256 = registry.resolve_model(model)
+    info = None if sha256 is None else registry.model_info(sha256)
+    if sha256 is None or info is None:
+        raise ModelNotFound(f"no node in the mesh serves the model {model!r}")
+    records = registry.candidates(sha256, now=now)
+    node_id = choose_node(records, in_flight=in_flight, exclude=exclude, max_load=max_load)
+    if node_id is None:
+        raise NoCapacity(
+            f"no READY node can serve {model!r} now ({len(records)} connected hold it)",
+            retry_after_s=retry_after_s,
+        )
+    return Route(sha256=sha256, served_name=info.served_name, node_id=node_id)

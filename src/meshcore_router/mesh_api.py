@@ -1,0 +1,86 @@
+"""The router's own routes: health, metrics, mesh status, and the two websockets.
+
+- ``GET /health``: 200 ``{"status": "ok"}`` once a node is READY, 503 ``{"status": "unavailable"}`` before;
+- ``GET /metrics``: Prometheus text;
+- ``GET /mesh/v1/status``: the registry as JSON;
+- ``WS /mesh/v1/node``: a node's control link (``docs/protocol.md`` §4);
+- ``WS /mesh/v1/stream``: a client's frame stream (§5).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, WebSocket
+from fastapi.responses import JSONResponse
+from starlette.responses import Response
+
+from meshcore_router.client_stream import serve_client
+from meshcore_router.http_api import router_of
+from meshcore_router.metrics import CONTENT_TYPE
+from meshcore_router.registry import NodeRecord
+from meshcore_router.router import Router
+from meshcore_router.transport import StarletteConnection
+
+__all__ = ["mesh_routes"]
+
+
+def mesh_routes() -> APIRouter:
+    """The routes outside ``/v1``."""
+    routes = APIRouter()
+    routes.add_api_route("/health", health, methods=["GET"])
+    routes.add_api_route("/metrics", metrics, methods=["GET"])
+    routes.add_api_route("/mesh/v1/status", status, methods=["GET"])
+    routes.add_api_websocket_route("/mesh/v1/node", node_link)
+    routes.add_api_websocket_route("/mesh/v1/stream", client_stream)
+    return routes
+
+
+async def health(request: Request) -> JSONResponse:
+    """Ready once some node is READY."""
+    router = router_of(request)
+    if router.registry.ready_count(now=router.clock()) > 0:
+        return JSONResponse({"status": "ok"})
+    return JSONResponse({"status": "unavailable"}, status_code=503)
+
+
+async def metrics(request: Request) -> Response:
+    """The router's metrics in Prometheus' text format."""
+    return Response(router_of(request).metrics.render(), media_type=CONTENT_TYPE)
+
+
+async def status(request: Request) -> dict[str, Any]:
+    """Every registered node: status, models, telemetry, and how long ago it was last heard from."""
+    router = router_of(request)
+    snapshot = router.registry.snapshot(now=router.clock())
+    return {"nodes": [_node_json(router, record, snapshot.now) for record in snapshot.nodes]}
+
+
+def _node_json(router: Router, record: NodeRecord, now: float) -> dict[str, Any]:
+    return {
+        "node_id": record.node_id,
+        "status": record.status.value,
+        "models": [model.model_dump() for model in record.models],
+        "max_sequences": record.max_sequences,
+        "in_flight": router.in_flight(record.node_id),
+        "telemetry": record.telemetry.model_dump(),
+        "last_seen_age_s": round(max(0.0, now - record.last_seen), 3),
+        "connected_for_s": round(max(0.0, now - record.registered_at), 3),
+    }
+
+
+async def node_link(websocket: WebSocket) -> None:
+    """A node's control link."""
+    await websocket.accept()
+    await _router_of_socket(websocket).serve_node(StarletteConnection(websocket))
+
+
+async def client_stream(websocket: WebSocket) -> None:
+    """A client's frame stream."""
+    await websocket.accept()
+    await serve_client(_router_of_socket(websocket), StarletteConnection(websocket))
+
+
+def _router_of_socket(websocket: WebSocket) -> Router:
+    router: Router = websocket.app.state.router
+    return router

@@ -1,0 +1,211 @@
+"""The router's driver: node links, liveness, and sending requests to nodes.
+
+:class:`Router` ties the pure cores (:class:`NodeRegistry`, :mod:`matchmaking`)
+to the websockets.  It has three jobs:
+
+- :meth:`Router.serve_node` runs one node's control link (``docs/protocol.md``
+  §4): ``hello``/``welcome``, ``register``/``registered``, then the link's frames
+  until it closes.  A new registration of a ``node_id`` closes the old link (4409).
+- :meth:`Router.run_expiry` is the one task that enforces liveness: it sleeps
+  until the registry's next deadline (or until a registration moves it earlier),
+  then closes the links of the nodes that expired (4408).
+- :meth:`Router.dispatch` picks a node for a ``generate`` frame and sends it
+  there; the caller reads the answer from the returned :class:`Dispatch`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections import Counter
+from collections.abc import Callable, Collection
+
+from meshcore_router.config import RouterConfig
+from meshcore_router.dispatch import Dispatch
+from meshcore_router.links import NodeLink
+from meshcore_router.matchmaking import route
+from meshcore_router.metrics import RouterMetrics
+from meshcore_router.registry import SHA256_PREFIX, NodeRegistry
+from meshcore_router.transport import CloseCode, FrameConnection, accept_hello, receive_frame, refuse
+from meshcore_sdk.protocol import (
+    GenerateFrame,
+    HeartbeatFrame,
+    NodeStatus,
+    RegisteredFrame,
+    RegisterFrame,
+    Role,
+    encode_frame,
+)
+from meshcore_sdk.protocol.errors import BadRequest, ConnectionLost, MeshError, MeshTimeout, OutOfOrderFrame
+
+__all__ = ["Router", "new_request_id"]
+
+logger = logging.getLogger(__name__)
+
+
+def new_request_id() -> str:
+    """A fresh request id, unique enough to never repeat on a link."""
+    return f"r-{secrets.token_hex(12)}"
+
+
+class Router:
+    """The control plane of one router process.
+
+    Args:
+        config: the router's settings.
+        clock: monotonic seconds, for liveness and latency measurements.
+        wall_clock: seconds since the Unix epoch, for the ``created`` fields of answers.
+    """
+
+    def __init__(self, config: RouterConfig, *, clock: Callable[[], float], wall_clock: Callable[[], float]) -> None:
+        self.config = config
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.started_unix = int(wall_clock())
+        self.registry = NodeRegistry(expire_after_s=config.expire_after_s)
+        self.metrics = RouterMetrics(self.count_by_status)
+        self._links: dict[str, NodeLink] = {}
+        self._timer_moved = asyncio.Event()
+        self._registry_changed = asyncio.Event()
+
+    # --- requests -------------------------------------------------------------------------
+
+    def dispatch(self, frame: GenerateFrame, *, exclude: Collection[str] = ()) -> Dispatch:
+        """Send a request to the best node for its model.
+
+        ``frame.model`` may be a served id or ``sha256:<hex>``; the node always gets the
+        latter.  ``frame.request_id`` must be fresh (see :func:`new_request_id`).
+
+        Raises:
+            ModelNotFound: no node has ever served the model.
+            NoCapacity: no READY node can take the request now.
+            BadRequest: the request is larger than a node accepts.
+        """
+        chosen = route(
+            self.registry,
+            frame.model,
+            now=self.clock(),
+            in_flight=self.in_flight,
+            exclude=exclude,
+            max_load=self.config.max_node_load,
+            retry_after_s=self.config.no_capacity_retry_after_s,
+        )
+        outgoing = frame.model_copy(update={"model": SHA256_PREFIX + chosen.sha256})
+        size = len(encode_frame(outgoing).encode())
+        if size > self.config.max_frame_bytes:
+            raise BadRequest(f"the request takes {size} bytes, more than the {self.config.max_frame_bytes} allowed")
+        link = self._links[chosen.node_id]
+        channel = link.open_request(outgoing)
+        return Dispatch(chosen, link, channel, config=self.config, metrics=self.metrics, clock=self.clock)
+
+    def in_flight(self, node_id: str) -> int:
+        """How many requests the router has in flight on a node."""
+        link = self._links.get(node_id)
+        return 0 if link is None else link.in_flight
+
+    async def wait_until(self, predicate: Callable[[NodeRegistry], bool]) -> None:
+        """Wait until ``predicate(registry)`` holds, checking again after each registry change.
+
+        For launchers and tests that need, say, a node to be READY; bound it with a timeout.
+        """
+        while True:
+            changed = self._registry_changed
+            if predicate(self.registry):
+                return
+            await changed.wait()
+
+    def _notify_change(self) -> None:
+        self._registry_changed.set()
+        self._registry_changed = asyncio.Event()
+
+    def count_by_status(self) -> dict[NodeStatus, int]:
+        """How many live nodes are in each status."""
+        now = self.clock()
+        return dict(Counter(record.status for record in self.registry if record.alive_at(now)))
+
+    # --- node links -----------------------------------------------------------------------
+
+    async def serve_node(self, conn: FrameConnection) -> None:
+        """Run one node's control link until it closes (§4)."""
+        try:
+            await accept_hello(
+                conn, self.config.frame_limits, role=Role.NODE, timeout_s=self.config.handshake_timeout_s
+            )
+            register = await self._receive_register(conn)
+        except ConnectionLost:
+            return
+        except MeshError as exc:
+            await refuse(conn, exc)
+            return
+        link = self._admit(conn, register)
+        link.send_nowait(
+            RegisteredFrame(node_id=register.node_id, heartbeat_interval_s=self.config.heartbeat_interval_s)
+        )
+        await link.run(lambda frame: self._on_heartbeat(link, frame))
+
+    async def _receive_register(self, conn: FrameConnection) -> RegisterFrame:
+        try:
+            async with asyncio.timeout(self.config.handshake_timeout_s):
+                frame = await receive_frame(conn, self.config.frame_limits)
+        except TimeoutError as exc:
+            raise MeshTimeout(f"no register within {self.config.handshake_timeout_s} s") from exc
+        if not isinstance(frame, RegisterFrame):
+            raise OutOfOrderFrame(f"expected register, got a {frame.type} frame")
+        return frame
+
+    def _admit(self, conn: FrameConnection, frame: RegisterFrame) -> NodeLink:
+        record = self.registry.register(frame, now=self.clock())
+        link = NodeLink(
+            conn,
+            node_id=record.node_id,
+            incarnation=record.incarnation,
+            limits=self.config.frame_limits,
+            request_queue_frames=self.config.request_queue_frames,
+            send_queue_frames=self.config.link_send_queue_frames,
+            on_close=lambda: self._release(link),
+        )
+        old = self._links.get(record.node_id)
+        self._links[record.node_id] = link
+        if old is not None:
+            old.close(CloseCode.REPLACED, "replaced by a new registration of the same node")
+        self._timer_moved.set()
+        self._notify_change()
+        logger.info("node %s registered with %d models", record.node_id, len(record.models))
+        return link
+
+    def _release(self, link: NodeLink) -> None:
+        """Stop routing to a link that is closing; its node leaves the registry (if not replaced)."""
+        if self._links.get(link.node_id) is link:
+            del self._links[link.node_id]
+        if self.registry.remove(link.node_id, incarnation=link.incarnation):
+            logger.info("node %s left", link.node_id)
+            self._notify_change()
+
+    def _on_heartbeat(self, link: NodeLink, frame: HeartbeatFrame) -> None:
+        if self.registry.heartbeat(link.node_id, frame, now=self.clock(), incarnation=link.incarnation):
+            self._notify_change()
+
+    # --- liveness -------------------------------------------------------------------------
+
+    async def run_expiry(self) -> None:
+        """Close the links of nodes that miss their heartbeats, forever (§4.2)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            deadline = self.registry.get_timer()
+            when = None if deadline is None else loop.time() + (deadline - self.clock())
+            try:
+                async with asyncio.timeout_at(when):
+                    await self._timer_moved.wait()
+            except TimeoutError:
+                pass
+            self._timer_moved.clear()
+            self._expire()
+
+    def _expire(self) -> None:
+        for node_id in self.registry.handle_timer(now=self.clock()):
+            logger.warning("node %s missed %d heartbeats", node_id, self.config.missed_heartbeats)
+            link = self._links.pop(node_id, None)
+            if link is not None:
+                link.close(CloseCode.EXPIRED, f"no heartbeat for {self.config.expire_after_s} s")
+            self._notify_change()

@@ -23,7 +23,6 @@ __all__ = ["node_command", "run_node"]
 @click.command("node")
 @click.option(
     "--router",
-    "router_url",
     envvar="MESHCORE_ROUTER_URL",
     default="http://127.0.0.1:8080",
     show_default=True,
@@ -31,7 +30,6 @@ __all__ = ["node_command", "run_node"]
 )
 @click.option(
     "--model",
-    "model_path",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
     help="GGUF file to serve (default: the bundled Gemma 3 270M).",
@@ -48,8 +46,8 @@ __all__ = ["node_command", "run_node"]
 )
 @click.option("--log-level", default="WARNING", show_default=True, help="Python logging level.")
 def node_command(
-    router_url: str,
-    model_path: Path | None,
+    router: str,
+    model: Path | None,
     node_id: str | None,
     n_ctx: int,
     n_threads: int | None,
@@ -59,9 +57,9 @@ def node_command(
     """Run a worker that serves a GGUF model to the mesh."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = NodeConfig(
-        router_url=router_url,
+        router_url=router,
         node_id=node_id or f"node-{secrets.token_hex(4)}",
-        model_path=model_path,
+        model_path=model,
         n_ctx=n_ctx,
         n_threads=n_threads,
         max_in_flight=max_in_flight,

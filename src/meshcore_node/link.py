@@ -50,6 +50,7 @@ except PackageNotFoundError:  # running from a source tree
     AGENT = "meshcore-node/dev"
 
 _F = TypeVar("_F", bound=BaseModel)
+_LINK_FAILURES = (OSError, TimeoutError, InvalidHandshake, InvalidURI, ConnectionClosed, MeshError)
 _POLICY_VIOLATION = 1008
 
 
@@ -114,8 +115,10 @@ class ControlLink:
                 ) as websocket:
                     attempt = 0
                     await self._serve(websocket)
-            except (OSError, TimeoutError, InvalidHandshake, InvalidURI, ConnectionClosed, MeshError) as exc:
-                logger.warning("control link to %s down: %s", self._config.control_url, exc)
+            except* _LINK_FAILURES as failures:
+                logger.warning("control link to %s down: %s", self._config.control_url, _first(failures))
+            except* Exception as failures:  # the daemon outlives any failure of one connection
+                logger.error("control link failed", exc_info=_first(failures))
             delay = self._config.reconnect.delay_s(attempt, self._rng)
             attempt += 1
             await asyncio.sleep(delay)
@@ -154,6 +157,10 @@ class ControlLink:
         return frame
 
     async def _receive_loop(self, websocket: ClientConnection) -> None:
+        with contextlib.suppress(ConnectionClosed):  # the link ended; run() reconnects
+            await self._receive_frames(websocket)
+
+    async def _receive_frames(self, websocket: ClientConnection) -> None:
         async for message in websocket:
             try:
                 frame = decode_frame(message, self._config.limits)
@@ -177,3 +184,9 @@ class ControlLink:
                 async with asyncio.timeout(interval_s):
                     await self._status_changed.wait()
             self._status_changed.clear()
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first leaf of an exception group, for a one-line log."""
+    first: BaseException = group.exceptions[0]
+    return _first(first) if isinstance(first, BaseExceptionGroup) else first

@@ -39,7 +39,6 @@ __all__ = ["main"]
 _DEFAULT_CONFIG = Path("~/.config/meshcore/config.toml").expanduser()
 _ROUTER_URL = click.option(
     "--router",
-    "router_url",
     envvar="MESHCORE_ROUTER_URL",
     default="http://127.0.0.1:8080",
     show_default=True,
@@ -94,6 +93,7 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: Path | None
 
 
 def _options(table: dict[str, Any]) -> dict[str, Any]:
+    """Config keys are option names (``n-ctx`` or ``n_ctx`` for ``--n-ctx``)."""
     return {key.replace("-", "_"): value for key, value in table.items()}
 
 
@@ -119,11 +119,11 @@ def main() -> None:
 @click.option("--max-tokens", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--temperature", type=click.FloatRange(0, 2), default=0.0, show_default=True)
 @click.argument("prompt")
-def chat(router_url: str, mode: str, model: str, max_tokens: int, temperature: float, prompt: str) -> None:
+def chat(router: str, mode: str, model: str, max_tokens: int, temperature: float, prompt: str) -> None:
     """Send PROMPT as a chat message and stream the answer."""
 
     async def run() -> None:
-        async with AsyncClient(router_url=router_url, mode=mode) as client:
+        async with AsyncClient(router_url=router, mode=mode) as client:
             stream = await client.chat.completions.create(
                 model=model,
                 messages=[{"role": "user", "content": prompt}],
@@ -143,13 +143,13 @@ def chat(router_url: str, mode: str, model: str, max_tokens: int, temperature: f
 @main.command()
 @_ROUTER_URL
 @click.option("--json", "as_json", is_flag=True, help="Print the registry as JSON.")
-def status(router_url: str, as_json: bool) -> None:
+def status(router: str, as_json: bool) -> None:
     """Show the router's nodes and models."""
     try:
-        response = httpx.get(router_url.rstrip("/") + "/mesh/v1/status", timeout=10.0)
+        response = httpx.get(router.rstrip("/") + "/mesh/v1/status", timeout=10.0)
         response.raise_for_status()
     except httpx.HTTPError as exc:
-        raise click.ClickException(f"cannot read {router_url}: {exc}") from exc
+        raise click.ClickException(f"cannot read {router}: {exc}") from exc
     data = response.json()
     if as_json:
         click.echo(json.dumps(data, indent=2))
@@ -160,17 +160,15 @@ def status(router_url: str, as_json: bool) -> None:
 @main.command()
 @click.option("--nodes", type=click.IntRange(min=0), default=3, show_default=True, help="Local worker nodes.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Router port.")
-@click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
-def up(nodes: int, port: int, model_path: Path | None) -> None:
+@click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=None, help="GGUF file to serve.")
+def up(nodes: int, port: int, model: Path | None) -> None:
     """Run a router and NODES local workers until Ctrl-C."""
 
     async def run() -> None:
         console = Console()
         async with contextlib.AsyncExitStack() as stack:
             with console.status(f"starting a router and {nodes} nodes"):
-                mesh = await stack.enter_async_context(
-                    LocalMesh(MeshConfig(nodes=nodes, port=port, model_path=model_path))
-                )
+                mesh = await stack.enter_async_context(LocalMesh(MeshConfig(nodes=nodes, port=port, model_path=model)))
             console.print(f"meshcore mesh up: router listening on {mesh.router_url} (logs in {mesh.log_dir})")
             console.print(_node_table(await mesh.nodes_status()))
             await _until_signal()
@@ -261,3 +259,7 @@ def _run(coroutine: Any) -> None:
     except KeyboardInterrupt:
         with contextlib.suppress(Exception):
             click.echo()
+
+
+if __name__ == "__main__":
+    main()

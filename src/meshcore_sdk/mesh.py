@@ -75,6 +75,7 @@ class LocalMesh:
         self.router: asyncio.subprocess.Process | None = None
         self.nodes: dict[str, asyncio.subprocess.Process] = {}
         self._router_url: str | None = None
+        self._port: int | None = None
 
     @property
     def router_url(self) -> str:
@@ -154,6 +155,27 @@ class LocalMesh:
                     raise ConfigError(f"node {node_id} exited with code {process.returncode}; see {self.log_dir}")
             await asyncio.sleep(0.1)
 
+    async def restart_router(self, *, kill: bool = True) -> None:
+        """Stop the router (SIGKILL by default, as a crash would) and start a new one on the same port.
+
+        Nodes keep running; they reconnect to the new router on their own.
+        """
+        if self.router is not None:
+            if kill and self.router.returncode is None:
+                self.router.kill()
+            await _stop(self.router)
+        await self._start_router()
+
+    async def wait_node(self, node_id: str, status: str | None) -> None:
+        """Wait until ``node_id`` reports ``status`` (None: until the router no longer lists it).
+
+        The registry lives in the router's process, so this polls its status page.
+        """
+        while True:
+            if (await self.node_statuses()).get(node_id) == status:
+                return
+            await asyncio.sleep(0.05)
+
     async def aclose(self) -> None:
         """Stop every node, then the router (SIGTERM, then SIGKILL after 10 s)."""
         for process in [*self.nodes.values(), self.router]:
@@ -161,7 +183,9 @@ class LocalMesh:
                 await _stop(process)
 
     async def _start_router(self) -> None:
-        port = self.config.port or _free_port()
+        if self._port is None:
+            self._port = self.config.port or _free_port()
+        port = self._port
         args = ["-m", "meshcore_router", "--port", str(port)]
         if self.config.heartbeat_interval_s is not None:
             args += ["--heartbeat-interval-s", str(self.config.heartbeat_interval_s)]

@@ -74,7 +74,11 @@ class EngineSupervisor:
         """Keep an engine child running until cancelled."""
         crashes_in_a_row = 0
         while True:
-            ready = await self._run_once()
+            try:
+                ready = await self._run_once()
+            except OSError as exc:  # could not even start the child: retry like a crash
+                logger.error("cannot start the engine: %s", exc)
+                ready = False
             crashes_in_a_row = 0 if ready else crashes_in_a_row + 1
             self.restarts += 1
             delay = self._backoff.delay_s(crashes_in_a_row, self._rng)

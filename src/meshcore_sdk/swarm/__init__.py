@@ -1,0 +1,1 @@
+"""Swarm mode: one prompt to several workers, one smooth stream to the application."""

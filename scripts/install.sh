@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Services that test tiers start on loopback (Redis, coturn), from Debian.
-debian_packages=(redis-server coturn)
+# Services that test tiers start on loopback (Redis, coturn), and nft to block a path in direct-mode tests, from Debian.
+debian_packages=(redis-server coturn nftables)
 missing=()
 for package in "${debian_packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
@@ -32,6 +32,6 @@ command -v "$python" >/dev/null || python=python3
 # llama-cpp-python ships as source only: the first install compiles llama.cpp (5-10 minutes on 2 cores);
 # pip caches the wheel, so later installs take seconds.
 .venv/bin/python -c 'import llama_cpp' 2>/dev/null || echo "building llama-cpp-python (first time only: 5-10 minutes)"
-.venv/bin/python -m pip install --quiet -e ".[node,router,demo,dev]"
+.venv/bin/python -m pip install --quiet -e ".[node,router,direct,demo,dev]"
 .venv/bin/python -c 'import llama_cpp, meshcore_node, meshcore_router, meshcore_sdk' 
 echo "meshcore installed in .venv"

@@ -20,11 +20,18 @@ class NodeConfig:
         model_path: the GGUF to serve; None serves the bundled Gemma 3 270M.
         n_ctx: context size in tokens.
         n_threads: threads for llama.cpp (None: its default).
-        max_in_flight: requests the node accepts at once (running and queued) before it reports BUSY.
+        max_in_flight: requests the node accepts at once (running, paused and queued) before it reports BUSY;
+            also the number of sequences its engine context holds.
         reconnect: delays between attempts to reach the router.
         engine_restart: delays between restarts of a crashed engine.
         limits: caps on frames received from the router.
         open_timeout_s: how long to wait for the router to accept a connection, in seconds.
+        ice_host_addresses: addresses direct mode gathers host candidates on (None: every interface).
+        stun_retry_rto_s: aioice's first STUN retransmission timeout for direct mode, in seconds.
+        ticket_issuer: the ``iss`` direct-mode tickets must name.
+        ticket_leeway_s: clock skew allowed on a ticket's ``exp`` and ``nbf``, in seconds.
+        jwks_refetch_interval_s: least time between two JWKS refetches caused by an unknown key id.
+        direct_open_timeout_s: how long a direct request's data channel may take to open.
     """
 
     router_url: str = "http://127.0.0.1:8080"
@@ -37,6 +44,17 @@ class NodeConfig:
     engine_restart: Backoff = field(default_factory=lambda: Backoff(initial_s=0.1, max_s=5.0))
     limits: FrameLimits = field(default_factory=FrameLimits)
     open_timeout_s: float = 10.0
+    ice_host_addresses: tuple[str, ...] | None = None
+    stun_retry_rto_s: float = 0.1
+    ticket_issuer: str = "meshcore-router"
+    ticket_leeway_s: float = 5.0
+    jwks_refetch_interval_s: float = 30.0
+    direct_open_timeout_s: float = 10.0
+
+    @property
+    def jwks_url(self) -> str:
+        """Where the router publishes its ticket keys (``docs/protocol.md`` §8)."""
+        return self.router_url.rstrip("/") + "/mesh/v1/jwks"
 
     @property
     def control_url(self) -> str:

@@ -1,7 +1,7 @@
 """The node daemon: an engine child under supervision and a control link to the router.
 
 :class:`Node` wires the two together.  Frames from the router go to the
-engine (``generate``, ``cancel``); the engine's answers go back over the link,
+engine (``generate``, ``pause``, ``resume``, ``cancel``); the engine's answers go back over the link,
 with ``accepted`` naming this node.  The daemon never runs inference itself, so
 a crash of llama.cpp costs the requests in flight (each gets a retryable
 ``engine_crashed``), never the daemon: it reports STARTING, restarts the engine
@@ -15,9 +15,13 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import httpx
 
 from meshcore_node.config import NodeConfig
+from meshcore_node.direct import DirectConfig, DirectServer
 from meshcore_node.engine.ipc import EngineAccepted, EngineConfig, EngineMessage
 from meshcore_node.engine.supervisor import EngineSupervisor
 from meshcore_node.link import ControlLink
@@ -33,11 +37,14 @@ from meshcore_sdk.protocol import (
     HeartbeatFrame,
     ModelInfo,
     NodeStatus,
+    PauseFrame,
     RegisterFrame,
+    ResumeFrame,
+    SignalFrame,
     Telemetry,
     TokenFrame,
 )
-from meshcore_sdk.protocol.errors import BadRequest, MeshError, ModelUnavailable
+from meshcore_sdk.protocol.errors import BadRequest, ConnectError, MeshError, ModelUnavailable
 
 __all__ = ["Node"]
 
@@ -70,7 +77,12 @@ class Node:
         self._draining = False
         self._swapping = False
         self.engine = EngineSupervisor(
-            EngineConfig(model_path=str(model.path), n_ctx=config.n_ctx, n_threads=config.n_threads),
+            EngineConfig(
+                model_path=str(model.path),
+                n_ctx=config.n_ctx,
+                n_threads=config.n_threads,
+                max_sequences=config.max_in_flight,
+            ),
             on_message=self._from_engine,
             on_state_change=lambda state: self._maybe_status_changed(),
             restart_backoff=config.engine_restart,
@@ -85,13 +97,34 @@ class Node:
             on_disconnect=self.engine.cancel_all,
             rng=rng,
         )
+        self.direct = DirectServer(
+            DirectConfig(
+                node_id=config.node_id,
+                model_sha256=model.sha256,
+                ticket_issuer=config.ticket_issuer,
+                ticket_leeway_s=config.ticket_leeway_s,
+                jwks_refetch_interval_s=config.jwks_refetch_interval_s,
+                open_timeout_s=config.direct_open_timeout_s,
+                ice_host_addresses=config.ice_host_addresses,
+                stun_retry_rto_s=config.stun_retry_rto_s,
+            ),
+            submit=self._submit,
+            cancel=self.engine.cancel,
+            send_link=self.link.send,
+            fetch_jwks=self._fetch_jwks,
+            wall_clock=time.time,
+            limits=config.limits,
+        )
         self._on_registered = on_registered
         self._first_ready = asyncio.Event()
+        self._keys_wanted = asyncio.Event()
 
     async def run(self) -> None:
         """Serve until cancelled: the engine first, then the link once the model is loaded."""
         async with asyncio.TaskGroup() as group:
             group.create_task(self.engine.run())
+            group.create_task(self.direct.run())
+            group.create_task(self._refresh_keys_on_registration())
             await self._first_ready.wait()
             group.create_task(self.link.run())
 
@@ -101,10 +134,16 @@ class Node:
         return node_status(
             engine=self.engine.state,
             in_flight=self.engine.in_flight,
-            capacity=self._config.max_in_flight,
+            capacity=self.capacity,
             swapping=self._swapping,
             draining=self._draining,
         )
+
+    @property
+    def capacity(self) -> int:
+        """Sequences the engine holds at once, as it reported when it became ready."""
+        info = self.engine.ready_info
+        return info.max_sequences if info is not None else self._config.max_in_flight
 
     def _registration(self) -> RegisterFrame:
         info = self.engine.ready_info
@@ -120,7 +159,7 @@ class Node:
             models=[model],
             ram_free_bytes=sample_memory().available_bytes,
             cpu_count=os.cpu_count() or 1,
-            max_sequences=self._config.max_in_flight,
+            max_sequences=self.capacity,
         )
 
     def _heartbeat(self) -> HeartbeatFrame:
@@ -135,7 +174,26 @@ class Node:
         )
         return HeartbeatFrame(status=self.status, telemetry=telemetry)
 
+    async def _refresh_keys_on_registration(self) -> None:
+        while True:
+            await self._keys_wanted.wait()
+            self._keys_wanted.clear()
+            await self.direct.refresh_keys()
+
+    async def _fetch_jwks(self) -> Mapping[str, Any]:
+        try:
+            async with httpx.AsyncClient(timeout=self._config.open_timeout_s) as http:
+                response = await http.get(self._config.jwks_url)
+                response.raise_for_status()
+                data = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise ConnectError(f"cannot fetch {self._config.jwks_url}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConnectError(f"{self._config.jwks_url} is not a JSON object")
+        return data
+
     def _registered(self) -> None:
+        self._keys_wanted.set()
         info = self.engine.ready_info
         name = info.served_name if info else self._model.sha256
         logger.info("registered with %s", self._config.router_url)
@@ -156,6 +214,12 @@ class Node:
                 await self._admit(frame)
             case CancelFrame():
                 await self.engine.cancel(frame.request_id)
+            case PauseFrame():
+                await self.engine.pause(frame.request_id)
+            case ResumeFrame():
+                await self.engine.resume(frame)
+            case SignalFrame(kind="offer"):
+                self.direct.offer(frame)
             case ErrorFrame():
                 logger.warning("router reported an error: %s: %s", frame.code, frame.message)
             case _:
@@ -167,6 +231,9 @@ class Node:
         if frame.model != f"sha256:{self._model.sha256}":
             self.link.send(_error(frame.request_id, ModelUnavailable(f"this node does not serve {frame.model}")))
             return
+        await self._submit(frame)
+
+    async def _submit(self, frame: GenerateFrame) -> None:
         before = self.status
         await self.engine.submit(frame)
         if self.status is not before:
@@ -175,7 +242,7 @@ class Node:
     def _from_engine(self, message: EngineMessage) -> None:
         if isinstance(message, EngineAccepted):
             info = self.engine.ready_info
-            self.link.send(
+            self._answer(
                 AcceptedFrame(
                     request_id=message.request_id,
                     worker_id=self._config.node_id,
@@ -186,9 +253,14 @@ class Node:
             return
         if isinstance(message, TokenFrame):
             self._throughput.record(time.monotonic())
-        self.link.send(message)
+        self._answer(message)
         if not isinstance(message, TokenFrame):
             self.link.status_changed()
+
+    def _answer(self, frame: Any) -> None:
+        """Send an engine answer where its request came from: a direct session, or the link."""
+        if not self.direct.deliver(frame):
+            self.link.send(frame)
 
 
 def _error(request_id: str | None, error: MeshError) -> ErrorFrame:

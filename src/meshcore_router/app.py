@@ -25,6 +25,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from meshcore_router.config import RouterConfig
+from meshcore_router.direct import DirectService, direct_routes
 from meshcore_router.http_api import error_response, openai_routes, request_id_of
 from meshcore_router.mesh_api import mesh_routes
 from meshcore_router.metrics import RouterMetrics
@@ -53,8 +54,10 @@ def create_app(
     """
     config = config or RouterConfig()
     router = Router(config, clock=clock or time.monotonic, wall_clock=wall_clock or time.time)
-    app = FastAPI(title="Meshcore router", docs_url=None, redoc_url=None, lifespan=_lifespan(router))
+    direct = DirectService(router, wall_clock=wall_clock or time.time)
+    app = FastAPI(title="Meshcore router", docs_url=None, redoc_url=None, lifespan=_lifespan(router, direct))
     app.state.router = router
+    app.state.direct = direct
     app.add_middleware(RequestContext, metrics=router.metrics, max_request_bytes=config.max_request_bytes)
     app.add_exception_handler(MeshError, _on_mesh_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
@@ -62,19 +65,25 @@ def create_app(
     app.add_exception_handler(Exception, _on_unexpected)
     app.include_router(openai_routes())
     app.include_router(mesh_routes())
+    app.include_router(direct_routes())
     return app
 
 
-def _lifespan(router: Router) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+def _lifespan(router: Router, direct: DirectService) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        expiry = asyncio.create_task(router.run_expiry(), name="meshcore-router-expiry")
+        background = [
+            asyncio.create_task(router.run_expiry(), name="meshcore-router-expiry"),
+            asyncio.create_task(direct.run_turn_health(), name="meshcore-router-turn-health"),
+        ]
         try:
             yield
         finally:
-            expiry.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await expiry
+            for task in background:
+                task.cancel()
+            for task in background:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     return lifespan
 

@@ -7,8 +7,9 @@ or :func:`meshcore_router.serve`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from meshcore_router.turn import parse_turn_url
 from meshcore_sdk.protocol import FrameLimits
 from meshcore_sdk.protocol.errors import ConfigError
 
@@ -39,6 +40,18 @@ class RouterConfig:
         link_send_queue_frames: frames buffered per node link before the link counts as stuck.
         max_node_load: (in-flight + queued) / max_sequences at which a node gets no new requests.
         shutdown_timeout_s: how long a stopping server waits for open connections to finish.
+        ticket_issuer: the ``iss`` of direct-mode tickets.
+        ticket_lifetime_s: how long a ticket is valid (at most 300 s).
+        ticket_leeway_s: clock skew allowed when a retired signing key is dropped from the JWKS.
+        ticket_default_max_tokens: the token budget of a ticket whose request named none.
+        signal_timeout_s: how long the router waits for a worker's answer to a relayed offer.
+        turn_urls: TURN servers (``turn:host:port?transport=udp``) to hand to direct-mode peers;
+            none by default.  aiortc uses one per connection: the first healthy one is handed out.
+        turn_secret: coturn's ``static-auth-secret``, for REST credentials; required with ``turn_urls``.
+        turn_credential_ttl_s: how long minted TURN credentials stay valid.
+        turn_health_interval_s: how often each TURN server is checked.
+        turn_health_timeout_s: how long one check may take before the server counts as down.
+        stun_urls: STUN servers to hand out as well (unchecked; only list ones you run).
     """
 
     host: str = "127.0.0.1"
@@ -57,6 +70,17 @@ class RouterConfig:
     link_send_queue_frames: int = 1024
     max_node_load: float = 4.0
     shutdown_timeout_s: float = 5.0
+    ticket_issuer: str = "meshcore-router"
+    ticket_lifetime_s: float = 300.0
+    ticket_leeway_s: float = 5.0
+    ticket_default_max_tokens: int = 4096
+    signal_timeout_s: float = 10.0
+    turn_urls: tuple[str, ...] = ()
+    turn_secret: str | None = field(default=None, repr=False)
+    turn_credential_ttl_s: float = 300.0
+    turn_health_interval_s: float = 5.0
+    turn_health_timeout_s: float = 1.0
+    stun_urls: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -65,7 +89,23 @@ class RouterConfig:
             raise ConfigError("heartbeat_interval_s must be > 0 and missed_heartbeats >= 1")
         if self.ws_max_message_bytes < self.max_frame_bytes:
             raise ConfigError("ws_max_message_bytes must be at least max_frame_bytes")
-        positive = ("first_token_timeout_s", "stall_timeout_s", "handshake_timeout_s", "max_node_load")
+        if self.turn_urls and not self.turn_secret:
+            raise ConfigError("turn_urls need turn_secret (coturn's static-auth-secret)")
+        for url in self.turn_urls:
+            parse_turn_url(url)
+        if not 0 < self.ticket_lifetime_s <= 300:
+            raise ConfigError(f"ticket_lifetime_s must be in (0, 300], got {self.ticket_lifetime_s}")
+        positive = (
+            "first_token_timeout_s",
+            "stall_timeout_s",
+            "handshake_timeout_s",
+            "max_node_load",
+            "signal_timeout_s",
+            "turn_credential_ttl_s",
+            "turn_health_interval_s",
+            "turn_health_timeout_s",
+            "ticket_default_max_tokens",
+        )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0")

@@ -247,26 +247,28 @@ async def _generate(
 
 async def _complete(request: Request, dispatch: Dispatch, meta: ResponseMeta) -> Response:
     try:
-        text, done = await race_disconnect(request.receive, _collect(dispatch))
+        text, done, tokens = await race_disconnect(request.receive, _collect(dispatch))
     except _ClientGone:
         return Response(status_code=CLIENT_CLOSED_REQUEST)
     except MeshError as exc:
         return error_response(request, exc, work_done=dispatch.tokens > 0)
     finally:
         dispatch.cancel()
-    return JSONResponse(completion_body(meta, text, done))
+    return JSONResponse(completion_body(meta, text, done, tokens))
 
 
-async def _collect(dispatch: Dispatch) -> tuple[str, DoneFrame]:
+async def _collect(dispatch: Dispatch) -> tuple[str, DoneFrame, list[TokenFrame]]:
     assembler = Utf8Assembler()
     parts = []
+    tokens: list[TokenFrame] = []
     while True:
         frame = await dispatch.next_frame()
         if isinstance(frame, TokenFrame):
             parts.append(assembler.feed(frame.text_bytes))
+            tokens.append(frame)
         elif isinstance(frame, DoneFrame):
             parts.append(assembler.flush())
-            return "".join(parts), frame
+            return "".join(parts), frame, tokens
 
 
 async def _stream(request: Request, dispatch: Dispatch, meta: ResponseMeta) -> Response:

@@ -11,7 +11,8 @@ How a link treats what it reads (§3.3, §4.5):
 - a frame that breaks the caps or the schema: ``error`` frame, close 1008 (1009 for size);
 - a frame out of order for its request: that request fails, the node gets ``cancel``;
 - a frame for a request the node was never given: ``error`` frame, the link stays;
-- frames for a request the router cancelled: dropped until its ``done`` or ``error``.
+- frames for a request the router cancelled: dropped until its ``done`` or ``error``;
+- a ``signal`` answer (or an ``error``) for a relayed offer: handed to whoever waits for it (§8).
 
 Whenever the link closes, for any reason, every request still in flight on it
 fails at once with :class:`WorkerLost`, and the router stops sending it requests.
@@ -39,6 +40,7 @@ from meshcore_sdk.protocol import (
     GenerateFrame,
     HeartbeatFrame,
     PausedFrame,
+    SignalFrame,
     TokenFrame,
     WorkerStream,
     encode_frame,
@@ -159,6 +161,7 @@ class NodeLink:
         self._outbound: asyncio.Queue[str] = asyncio.Queue(send_queue_frames)
         self._pending: dict[str, RequestChannel] = {}
         self._cancelled: OrderedDict[str, None] = OrderedDict()
+        self._signals: dict[str, asyncio.Future[SignalFrame]] = {}
         self._stop = asyncio.Event()
         self._closing: tuple[int, str, MeshError | None] | None = None
         self._on_close = on_close
@@ -197,6 +200,25 @@ class NodeLink:
         self.send_nowait(frame)
         return channel
 
+    def open_signal(self, offer: SignalFrame) -> asyncio.Future[SignalFrame]:
+        """Relay an offer to the node; the future gets its answer, or the node's refusal as a MeshError.
+
+        The caller bounds the wait and calls :meth:`drop_signal` when it gives up.
+
+        Raises:
+            WorkerLost: the link is closing.
+        """
+        if self._closing is not None:
+            raise WorkerLost(f"node {self.node_id} is going away", worker_id=self.node_id)
+        answer: asyncio.Future[SignalFrame] = asyncio.get_running_loop().create_future()
+        self._signals[offer.request_id] = answer
+        self.send_nowait(offer)
+        return answer
+
+    def drop_signal(self, request_id: str) -> None:
+        """Forget a relayed offer; a late answer is then dropped."""
+        self._signals.pop(request_id, None)
+
     def cancel_request(self, request_id: str) -> None:
         """Stop a request: the node gets ``cancel`` and its late frames are dropped."""
         if self._pending.pop(request_id, None) is None or self._closing is not None:
@@ -218,6 +240,12 @@ class NodeLink:
             return
         self._closing = (code, reason, error)
         pending, self._pending = self._pending, {}
+        signals, self._signals = self._signals, {}
+        for request_id, answer in signals.items():
+            if not answer.done():
+                answer.set_exception(
+                    WorkerLost(f"the link to node {self.node_id} closed: {reason}", request_id=request_id)
+                )
         for request_id, channel in pending.items():
             channel.fail(
                 WorkerLost(
@@ -278,12 +306,25 @@ class NodeLink:
         match frame:
             case AcceptedFrame() | TokenFrame() | PausedFrame() | DoneFrame():
                 self._deliver(frame.request_id, frame)
+            case SignalFrame(kind="answer"):
+                self._answer_signal(frame.request_id, frame)
+            case ErrorFrame(request_id=str() as request_id) if request_id in self._signals:
+                self._answer_signal(request_id, frame)
             case ErrorFrame(request_id=str() as request_id):
                 self._deliver(request_id, frame)
             case ErrorFrame():
                 logger.warning("node %s reported an error: %s: %s", self.node_id, frame.code, frame.message)
             case _:
                 raise OutOfOrderFrame(f"a node does not send {frame.type} frames on its link")
+
+    def _answer_signal(self, request_id: str, frame: SignalFrame | ErrorFrame) -> None:
+        answer = self._signals.pop(request_id, None)
+        if answer is None or answer.done():
+            return  # the offer was given up on; a late answer means nothing
+        if isinstance(frame, SignalFrame):
+            answer.set_result(frame)
+        else:
+            answer.set_exception(self._error_of(frame))
 
     def _deliver(self, request_id: str, frame: WorkerFrame | ErrorFrame) -> None:
         if request_id in self._cancelled:

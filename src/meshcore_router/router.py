@@ -99,6 +99,11 @@ class Router:
         channel = link.open_request(outgoing)
         return Dispatch(chosen, link, channel, config=self.config, metrics=self.metrics, clock=self.clock)
 
+    def link_of(self, node_id: str) -> NodeLink | None:
+        """The control link of a connected node, if it is connected."""
+        link = self._links.get(node_id)
+        return None if link is None or link.closing else link
+
     def in_flight(self, node_id: str) -> int:
         """How many requests the router has in flight on a node."""
         link = self._links.get(node_id)

@@ -22,9 +22,26 @@ from meshcore_sdk.config import (
     require_available,
     resolve_config,
 )
+from meshcore_sdk.protocol.errors import ConfigError
 from meshcore_sdk.proxy.transport import ProxyTransport
 
 __all__ = ["AsyncClient"]
+
+
+def _transport_for(
+    config: ClientConfig,
+    runtime: Runtime,
+    transport: httpx.AsyncBaseTransport | None,
+    http_client: httpx.AsyncClient | None,
+) -> Transport:
+    """The transport of ``config.mode``; direct mode's needs aiortc (``pip install meshcore[direct]``)."""
+    if config.mode is not Mode.DIRECT:
+        return ProxyTransport(config, runtime=runtime, transport=transport, http_client=http_client)
+    try:
+        from meshcore_sdk.direct.transport import DirectTransport
+    except ImportError as exc:
+        raise ConfigError("mode='direct' needs aiortc: pip install 'meshcore[direct]'") from exc
+    return DirectTransport(config, runtime=runtime, transport=transport, http_client=http_client)
 
 
 class AsyncClient:
@@ -39,8 +56,9 @@ class AsyncClient:
         router_url: the router's address; default ``MESHCORE_ROUTER_URL``, then
             ``http://127.0.0.1:8080``.  A trailing ``/v1`` is accepted.
         api_key: sent as a bearer token; default ``MESHCORE_API_KEY``, else none.
-        mode: ``"proxy"`` (through the router's HTTP API).  ``"direct"`` and ``"swarm"``
-            are named but not available in this version.
+        mode: ``"proxy"`` (through the router's HTTP API) or ``"direct"`` (straight to a
+            worker over WebRTC, with a ticket from the router; needs the ``direct`` extra).
+            ``"swarm"`` is named but not available in this version.
         swarm_size: how many workers a swarm request fans out to, 1 to 5.
         timeout: connect and read timeout in seconds (a read is one piece of a
             stream); ``None`` waits for ever.  Each call may override it.
@@ -106,9 +124,7 @@ class AsyncClient:
         require_available(config.mode)
         runtime = runtime or Runtime()
         self._config = config
-        self._transport: Transport = ProxyTransport(
-            config, runtime=runtime, transport=transport, http_client=http_client
-        )
+        self._transport: Transport = _transport_for(config, runtime, transport, http_client)
         timeout_s, clock = config.timeout_s, runtime.clock
         self.chat = AsyncChat(AsyncChatCompletions(self._transport, timeout_s=timeout_s, clock=clock))
         self.completions = AsyncCompletions(self._transport, timeout_s=timeout_s, clock=clock)

@@ -148,6 +148,10 @@ class Stream(Generic[ChunkT]):
     def __repr__(self) -> str:
         return repr(self._async).replace("<AsyncStream", "<Stream", 1)
 
+    def _repr_html_(self) -> str:
+        """The text read so far, how the stream ended and its timed events, for notebooks."""
+        return self._async._repr_html_()
+
 
 class ChatCompletions:
     """``client.chat.completions``: the twin of :class:`AsyncChatCompletions`."""

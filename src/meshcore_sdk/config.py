@@ -18,6 +18,7 @@ from meshcore_sdk.protocol.errors import ConfigError
 
 __all__ = [
     "DEFAULT_MAX_RETRIES",
+    "DirectOptions",
     "DEFAULT_ROUTER_URL",
     "DEFAULT_TIMEOUT_S",
     "MAX_SWARM_SIZE",
@@ -55,8 +56,39 @@ class Mode(enum.StrEnum):
     """Speculatively to several workers at once, keeping the fastest."""
 
 
-AVAILABLE_MODES: Final[frozenset[Mode]] = frozenset({Mode.PROXY})
+AVAILABLE_MODES: Final[frozenset[Mode]] = frozenset({Mode.PROXY, Mode.DIRECT})
 """The modes this version of the SDK implements."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DirectOptions:
+    """How direct mode connects (``docs/protocol.md`` §8).
+
+    Attributes:
+        workers: how many tickets (workers) to ask for; they are tried in turn, each within its deadline.
+        min_connect_deadline_s: the least time a worker gets to open its data channel.
+        connect_deadline_rtts: the deadline in round trips to the router: ``max(min, rtts x RTT)``.
+        force_relay: use only TURN relay candidates (``iceTransportPolicy: relay``).
+        host_addresses: local addresses to gather host candidates on (``None``: every interface).
+        stun_retry_rto_s: aioice's first STUN retransmission timeout (its own default is 0.5 s).
+    """
+
+    workers: int = 2
+    min_connect_deadline_s: float = 0.3
+    connect_deadline_rtts: float = 8.0
+    force_relay: bool = False
+    host_addresses: tuple[str, ...] | None = None
+    stun_retry_rto_s: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.workers <= MAX_SWARM_SIZE:
+            raise ConfigError(f"direct workers must be between 1 and {MAX_SWARM_SIZE}, got {self.workers}")
+        if not (self.min_connect_deadline_s > 0 and self.connect_deadline_rtts > 0 and self.stun_retry_rto_s > 0):
+            raise ConfigError("direct-mode deadlines and timeouts must be positive")
+
+    def connect_deadline_s(self, rtt_s: float) -> float:
+        """The per-worker connection deadline for a measured round trip to the router."""
+        return max(self.min_connect_deadline_s, self.connect_deadline_rtts * rtt_s)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,6 +106,7 @@ class ClientConfig:
         retry_max_s: the largest backoff delay, in seconds.
         max_retry_after_s: the longest server-requested wait the client obeys, in seconds;
             a longer ``Retry-After`` ends the retries and raises with ``retry_after_s`` set.
+        direct: how direct mode connects.
     """
 
     router_url: str = DEFAULT_ROUTER_URL
@@ -85,6 +118,7 @@ class ClientConfig:
     retry_initial_s: float = 0.5
     retry_max_s: float = 8.0
     max_retry_after_s: float = 60.0
+    direct: DirectOptions = field(default_factory=DirectOptions)
 
     def __post_init__(self) -> None:
         _check_router_url(self.router_url)
@@ -139,7 +173,8 @@ def require_available(mode: Mode) -> None:
         ConfigError: ``mode`` is not in :data:`AVAILABLE_MODES`.
     """
     if mode not in AVAILABLE_MODES:
-        raise ConfigError(f"mode {mode.value!r} is not available in this version of meshcore; use mode='proxy'")
+        available = " or ".join(repr(m.value) for m in Mode if m in AVAILABLE_MODES)
+        raise ConfigError(f"mode {mode.value!r} is not available in this version of meshcore; use mode={available}")
 
 
 def parse_mode(mode: Mode | str) -> Mode:

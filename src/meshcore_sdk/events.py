@@ -10,8 +10,10 @@ its own ``kind`` name, so a reader can match on the class or on the name::
 
 Proxy mode records :class:`RequestRetried`, :class:`ResponseStarted`,
 :class:`WorkerAssigned`, :class:`FirstToken`, :class:`StreamFinished` and
-:class:`StreamFailed`.  Direct and swarm modes add their own kinds (a leader
-elected, a worker paused, a failover, a relay used) as further subclasses of
+:class:`StreamFailed`.  Direct mode adds :class:`WorkerDropped` (a worker missed
+its connection deadline), :class:`DirectConnected` (the data channel opened, and
+whether a TURN relay carries it) and :class:`RelayUsed`.  Swarm mode will add its
+own kinds (a leader elected, a worker paused, a failover) as further subclasses of
 :class:`StreamEvent`; readers should skip kinds they do not know.
 """
 
@@ -21,14 +23,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 __all__ = [
+    "DirectConnected",
     "EventLog",
     "FirstToken",
+    "RelayUsed",
     "RequestRetried",
     "ResponseStarted",
     "StreamEvent",
     "StreamFailed",
     "StreamFinished",
     "WorkerAssigned",
+    "WorkerDropped",
 ]
 
 
@@ -129,6 +134,54 @@ class StreamFailed(StreamEvent):
     code: str
     message: str
     kind: str = field(default="failed", init=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DirectConnected(StreamEvent):
+    """Direct mode: the data channel to a worker opened.
+
+    Attributes:
+        worker_id: the worker.
+        setup_s: seconds from the offer's creation to the open channel.
+        relay: whether a TURN relay carries the channel (the direct path was not used).
+        local_candidate: the type of this side's selected candidate (``host``, ``srflx``, ``relay``).
+        remote_candidate: the type of the worker's selected candidate.
+    """
+
+    worker_id: str
+    setup_s: float
+    relay: bool
+    local_candidate: str | None = None
+    remote_candidate: str | None = None
+    kind: str = field(default="direct_connected", init=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RelayUsed(StreamEvent):
+    """Direct mode: the stream goes through a TURN relay, not the direct path.
+
+    Attributes:
+        worker_id: the worker at the other end.
+    """
+
+    worker_id: str
+    kind: str = field(default="relay_used", init=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerDropped(StreamEvent):
+    """Direct mode: a worker could not be reached within its deadline and was dropped.
+
+    Attributes:
+        worker_id: the worker.
+        deadline_s: the deadline it missed, in seconds.
+        reason: the failure, as the wire code of its error class.
+    """
+
+    worker_id: str
+    deadline_s: float
+    reason: str
+    kind: str = field(default="worker_dropped", init=False)
 
 
 class EventLog:

@@ -11,8 +11,9 @@ client's portal.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import TracebackType
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -30,7 +31,7 @@ from meshcore_sdk.events import (
 from meshcore_sdk.protocol.errors import MeshError, RemoteProtocolError, StreamClosed
 from meshcore_sdk.types import CompletionUsage, MeshcoreMeta
 
-__all__ = ["AsyncStream", "ChunkProgress", "StreamChunk"]
+__all__ = ["AsyncStream", "ChunkProgress", "StreamChunk", "events_html"]
 
 
 class StreamChunk(Protocol):
@@ -168,6 +169,22 @@ class AsyncStream(Generic[ChunkT]):
         state = "closed" if self._ended else "open"
         return f"<AsyncStream {state} request_id={self.request_id!r} chunks={self._progress.chunks}>"
 
+    def _repr_html_(self) -> str:
+        """The text read so far, how the stream ended and its timed events, for notebooks."""
+        progress = self._progress
+        facts = [
+            ("state", "ended" if self._ended else "open"),
+            ("finish", progress.finish_reason),
+            ("worker", progress.worker_id),
+            ("request", self.request_id),
+        ]
+        if progress.usage is not None:
+            facts.append(("tokens", f"{progress.usage.prompt_tokens} in, {progress.usage.completion_tokens} out"))
+        caption = " · ".join(f"{name}: {html.escape(str(value))}" for name, value in facts if value)
+        text = html.escape("".join(progress.parts))
+        table = events_html(self.events)
+        return f'<div><pre style="white-space: pre-wrap">{text}</pre><small>{caption}</small>{table}</div>'
+
     async def _next_or_none(self) -> ChunkT | None:
         """The next chunk, or ``None`` once the stream has ended."""
         if self._closed_early:
@@ -206,3 +223,15 @@ class AsyncStream(Generic[ChunkT]):
         self._ended = True
         self._log.record(StreamFailed(at_s=self._log.elapsed_s(), code=error.code.value, message=error.message))
         await self._source.aclose()
+
+
+def events_html(events: list[StreamEvent]) -> str:
+    """A table of timed events, one row each: time, kind, and the event's own fields."""
+    rows = []
+    for event in events:
+        details = ", ".join(
+            f"{item.name}={getattr(event, item.name)!r}" for item in fields(event) if item.name not in ("at_s", "kind")
+        )
+        cells = (f"{event.at_s * 1000:.1f} ms", event.kind, details)
+        rows.append("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in cells) + "</tr>")
+    return f"<table><tr><th>at</th><th>event</th><th>details</th></tr>{''.join(rows)}</table>"

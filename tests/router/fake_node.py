@@ -35,6 +35,7 @@ from meshcore_sdk.protocol import (
     RegisteredFrame,
     RegisterFrame,
     Role,
+    SignalFrame,
     Telemetry,
     TokenFrame,
     Usage,
@@ -104,6 +105,7 @@ class FakeNode:
         self.max_sequences = max_sequences
         self.plan = plan or Plan()
         self.heartbeats_enabled = True
+        self.refuse_offers_with: ErrorCode | None = None
         self.gate = asyncio.Event()
         self.status = NodeStatus.READY
         self.received: list[Frame] = []
@@ -218,6 +220,8 @@ class FakeNode:
             tasks.create_task(self._answer(frame))
         elif isinstance(frame, CancelFrame) and frame.request_id in self._cancels:
             self._cancels[frame.request_id].set()
+        elif isinstance(frame, SignalFrame) and frame.kind == "offer":
+            await self._answer_offer(frame)
 
     async def _send(self, frame: BaseModel) -> None:
         await self._send_text(encode_frame(frame))
@@ -228,6 +232,14 @@ class FakeNode:
             await self._ws.send(text)
 
     # --- answering ------------------------------------------------------------------------
+
+    async def _answer_offer(self, frame: SignalFrame) -> None:
+        """Answer a relayed offer, or refuse it with ``refuse_offers_with`` (direct mode, §8)."""
+        if self.refuse_offers_with is not None:
+            error = ErrorFrame(request_id=frame.request_id, code=self.refuse_offers_with, message="refused")
+            await self._send(error)
+        else:
+            await self._send(SignalFrame(kind="answer", request_id=frame.request_id, sdp="v=0\r\nanswer\r\n"))
 
     async def _answer(self, frame: GenerateFrame) -> None:
         plan, request_id = self.plan, frame.request_id

@@ -65,7 +65,7 @@ def test_bad_router_urls_are_config_errors(url: str) -> None:
         normalize_router_url(url)
 
 
-@pytest.mark.parametrize("mode", ["direct", "swarm"])
+@pytest.mark.parametrize("mode", ["swarm"])
 def test_named_but_unbuilt_modes_say_so(mode: str) -> None:
     with pytest.raises(ConfigError, match=f"mode '{mode}' is not available in this version"):
         AsyncClient(mode=mode)

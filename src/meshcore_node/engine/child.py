@@ -1,32 +1,60 @@
-"""The engine child process: one llama.cpp model serving requests in arrival order.
+"""The engine child process: one llama.cpp context serving many sequences at once.
 
 Run as ``python -m meshcore_node.engine.child '<EngineConfig JSON>'`` by the
-node's supervisor.  Requests (``generate``, ``cancel`` frames) arrive as JSON
-lines on stdin, read by a thread into a queue; answers go out as JSON lines on
-a private copy of stdout (fd 1 itself is pointed at stderr, so nothing that
-llama.cpp prints can corrupt the pipe).  Requests run one at a time; between
-two tokens the loop takes in new frames, so a ``cancel`` stops a generation
-within one token.  A native crash kills only this process: the supervisor
-notices the closed pipe, fails the requests in flight and starts a new child.
+node's supervisor.  Frames (``generate``, ``pause``, ``resume``, ``cancel``)
+arrive as JSON lines on stdin, read by a thread into a queue; answers go out as
+JSON lines on a private copy of stdout (fd 1 itself is pointed at stderr, so
+nothing that llama.cpp prints can corrupt the pipe).
+
+The main thread loops: take in every frame that arrived, ask the
+:class:`~meshcore_node.engine.scheduler.Scheduler` for the next step, run its
+slot actions and its one batched ``llama_decode`` through
+:class:`~meshcore_node.engine.batch.LlamaBatchContext`, then sample one token
+for each sequence whose logits came out (:mod:`meshcore_node.engine.sampling`)
+and send it.  Frames are taken in between two steps, so a ``cancel`` or a
+``pause`` takes effect within one step.
+
+Resume (``docs/protocol.md`` §3.2): ``token_ids`` are the ids of positions
+``from_seq - len(token_ids)`` to ``from_seq - 1``.  The engine keeps its own
+generated ids before those, replaces the rest, cuts its KV back to what is
+still valid and prefills only what is missing; the next token it sends is
+``from_seq``.  Stop strings restart their matching at ``from_seq`` unless the
+resume brought nothing new.
+
+A native crash kills only this process: the supervisor notices the closed
+pipe, fails the requests in flight and starts a new child.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import queue
-import random
 import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO
 
 from pydantic import BaseModel, ValidationError
 
-from meshcore_node.engine.guard import load_llama
+from meshcore_node.engine.batch import ContextConfig, DecodeFailed, Grammar, LlamaBatchContext, Logits
 from meshcore_node.engine.ipc import EngineAccepted, EngineConfig, EngineReady
+from meshcore_node.engine.sampling import SamplerSettings, TokenRecord, job_key, record_token, sample
+from meshcore_node.engine.scheduler import (
+    Assign,
+    Discard,
+    Evict,
+    Release,
+    Restore,
+    Scheduler,
+    SchedulerConfig,
+    SlotAction,
+    Trim,
+)
 from meshcore_node.engine.stops import Piece, StopMatcher
 from meshcore_node.engine.templates import ChatTemplate, template_for
 from meshcore_node.models import served_id
@@ -37,40 +65,108 @@ from meshcore_sdk.protocol import (
     FinishReason,
     GenerateFrame,
     MeshError,
+    PausedFrame,
+    PauseFrame,
+    ResponseFormat,
+    ResumeFrame,
     TokenFrame,
+    TopLogprob,
     Usage,
     decode_frame,
 )
-from meshcore_sdk.protocol.errors import ContextLengthExceeded, ErrorCode
+from meshcore_sdk.protocol.errors import BadRequest, ContextLengthExceeded, ErrorCode
 
-if TYPE_CHECKING:
-    from llama_cpp import Llama
+__all__ = ["Engine", "main"]
 
 _STOP_READING = None
+_Inbound = GenerateFrame | PauseFrame | ResumeFrame | CancelFrame
+PROOF_SCHEME = "meshcore/keyed-gumbel/v1"
+
+
+@dataclass(eq=False)
+class _Request:
+    frame: GenerateFrame
+    tokens: list[int]  # prompt, then generated ids
+    n_prompt: int
+    limit: int  # generated positions at most
+    settings: SamplerSettings
+    key: bytes
+    stops: StopMatcher
+    grammar: Grammar | None
+    sent: int = 0  # the seq of the next token frame
+    paused: bool = False
+    records: list[TokenRecord] = field(default_factory=list)
+    pending_logprobs: deque[TokenRecord] = field(default_factory=deque)
+
+    @property
+    def request_id(self) -> str:
+        return self.frame.request_id
+
+    @property
+    def generated(self) -> int:
+        return len(self.tokens) - self.n_prompt
+
+    @property
+    def top_logprobs(self) -> int | None:
+        """How many alternatives each token frame carries (None: no logprobs at all)."""
+        params = self.frame.params
+        if not params.logprobs and not params.top_logprobs:
+            return None
+        return params.top_logprobs or 0
 
 
 class Engine:
-    """Runs generations on one loaded model, one request at a time."""
+    """Runs every request on one context; see the module docstring."""
 
-    def __init__(self, llm: Llama, template: ChatTemplate, out: IO[str]) -> None:
-        self._llm = llm
+    def __init__(self, llama: LlamaBatchContext, template: ChatTemplate, out: IO[str], config: EngineConfig) -> None:
+        self._llama = llama
         self._template = template
         self._out = out
+        self._config = config
         self._out_lock = threading.Lock()
-        self._inbox: queue.Queue[GenerateFrame | CancelFrame | None] = queue.Queue()
-        self._pending: deque[GenerateFrame] = deque()
-        self._cancelled: set[str] = set()
+        self._inbox: queue.Queue[_Inbound | None] = queue.Queue()
+        self._scheduler = Scheduler(
+            SchedulerConfig(n_cells=llama.n_ctx, n_slots=config.max_sequences, max_step_tokens=config.n_batch)
+        )
+        self._requests: dict[str, _Request] = {}
+        self._saved: dict[str, bytes] = {}
         self._running = True
+
+    # --- the loop -----------------------------------------------------------------------
 
     def serve(self, stdin: IO[str]) -> None:
         """Serve requests from ``stdin`` until it closes."""
         threading.Thread(target=self._read, args=(stdin,), name="engine-stdin", daemon=True).start()
         while self._running:
-            if not self._pending:
+            if not self._scheduler.has_work:
                 self._take(self._inbox.get())
             self._drain_inbox()
-            if self._pending:
-                self._run(self._pending.popleft())
+            if self._running and self._scheduler.has_work:
+                self.step()
+        for request in list(self._requests.values()):
+            self._finish(request, FinishReason.CANCELLED)
+
+    def submit(self, frame: _Inbound | None) -> None:
+        """Queue a frame as if it came from stdin (None: stdin closed)."""
+        self._inbox.put(frame)
+
+    def pump(self, max_steps: int | None = None) -> int:
+        """Take every queued frame, then run steps until there is no work (or ``max_steps``); return the steps run.
+
+        For tests and benchmarks that drive the engine in-process, without the stdin thread.
+        """
+        steps = 0
+        self._drain_inbox()
+        while self._scheduler.has_work and (max_steps is None or steps < max_steps):
+            self.step()
+            steps += 1
+            self._drain_inbox()
+        return steps
+
+    @property
+    def saved_bytes(self) -> int:
+        """Bytes of KV held outside the context for evicted sequences."""
+        return sum(len(data) for data in self._saved.values())
 
     def _read(self, stdin: IO[str]) -> None:
         for line in stdin:
@@ -79,7 +175,7 @@ class Engine:
             except MeshError as exc:
                 self.send(ErrorFrame(code=exc.code, message=str(exc)))
                 continue
-            if isinstance(frame, GenerateFrame | CancelFrame):
+            if isinstance(frame, GenerateFrame | PauseFrame | ResumeFrame | CancelFrame):
                 self._inbox.put(frame)
         self._inbox.put(_STOP_READING)
 
@@ -90,100 +186,257 @@ class Engine:
             except queue.Empty:
                 return
 
-    def _take(self, frame: GenerateFrame | CancelFrame | None) -> None:
-        match frame:
-            case None:
-                self._running = False
-                self._pending.clear()
-            case GenerateFrame():
-                self._pending.append(frame)
-            case CancelFrame():
-                self._cancel(frame.request_id)
-
-    def _cancel(self, request_id: str) -> None:
-        for frame in self._pending:
-            if frame.request_id == request_id:
-                self._pending.remove(frame)
-                self.send(_done(request_id, FinishReason.CANCELLED, prompt_tokens=0, completion_tokens=0))
-                return
-        self._cancelled.add(request_id)
-
-    def _run(self, frame: GenerateFrame) -> None:
+    def _take(self, frame: _Inbound | None) -> None:
         try:
-            self._generate(frame)
+            match frame:
+                case None:
+                    self._running = False
+                case GenerateFrame():
+                    self._admit(frame)
+                case PauseFrame():
+                    self._pause(frame.request_id)
+                case ResumeFrame():
+                    self._resume(frame)
+                case CancelFrame():
+                    if (request := self._requests.get(frame.request_id)) is not None:
+                        self._finish(request, FinishReason.CANCELLED)
         except MeshError as exc:
-            self.send(ErrorFrame(request_id=frame.request_id, code=exc.code, message=str(exc)))
-        except Exception as exc:  # a bug in one request must not take down the others
-            self.send(ErrorFrame(request_id=frame.request_id, code=ErrorCode.INTERNAL, message=repr(exc)))
-        finally:
-            self._cancelled.discard(frame.request_id)
+            request_id = getattr(frame, "request_id", None)
+            self.send(ErrorFrame(request_id=request_id, code=exc.code, message=str(exc), retryable=exc.retryable))
 
-    def _generate(self, frame: GenerateFrame) -> None:
+    # --- events -------------------------------------------------------------------------
+
+    def _admit(self, frame: GenerateFrame) -> None:
+        if frame.request_id in self._requests:
+            raise BadRequest(f"request {frame.request_id} is already running", request_id=frame.request_id)
         prompt = self._prompt_tokens(frame)
-        room = self._llm.n_ctx() - len(prompt)
+        room = self._llama.n_ctx - len(prompt)
         if room < 1:
             raise ContextLengthExceeded(
-                f"the prompt has {len(prompt)} tokens; the context holds {self._llm.n_ctx()}",
+                f"the prompt has {len(prompt)} tokens; the context holds {self._llama.n_ctx}",
                 request_id=frame.request_id,
             )
-        self.send(EngineAccepted(request_id=frame.request_id, prompt_tokens=len(prompt)))
         params = frame.params
-        self._llm.set_seed(params.seed if params.seed is not None else random.getrandbits(31))
-        tokens = self._llm.generate(
-            prompt,
-            temp=params.temperature,
-            top_k=params.top_k,
-            top_p=params.top_p,
-            min_p=params.min_p,
-            repeat_penalty=params.repeat_penalty,
+        request = _Request(
+            frame=frame,
+            tokens=prompt,
+            n_prompt=len(prompt),
+            limit=min(params.max_tokens, room),
+            settings=SamplerSettings.from_params(params),
+            key=job_key(frame.request_id, params.seed),
+            stops=StopMatcher(params.stop),
+            grammar=self._grammar(params.response_format),
         )
-        sent, finish = self._stream(frame, tokens, limit=min(params.max_tokens, room))
-        self.send(_done(frame.request_id, finish, prompt_tokens=len(prompt), completion_tokens=sent))
+        self._requests[frame.request_id] = request
+        self._scheduler.admitted(frame.request_id, prompt_tokens=len(prompt), reserve=len(prompt) + request.limit)
+        self.send(EngineAccepted(request_id=frame.request_id, prompt_tokens=len(prompt)))
 
-    def _stream(self, frame: GenerateFrame, tokens: Iterator[int], *, limit: int) -> tuple[int, FinishReason]:
-        stops = StopMatcher(frame.params.stop)
-        sent = 0
-        finish = FinishReason.LENGTH
-        for produced, token in enumerate(tokens):
-            if self._is_end_of_generation(token):
-                finish = FinishReason.STOP
-                break
-            sent = self._emit(frame, stops.feed(token, self._llm.detokenize([token])), sent)
-            if stops.stopped:
-                finish = FinishReason.STOP
-                break
-            if produced + 1 >= limit:
-                break
-            self._drain_inbox()
-            if frame.request_id in self._cancelled or not self._running:
-                return self._emit(frame, stops.flush(), sent), FinishReason.CANCELLED
-        return self._emit(frame, stops.flush(), sent), finish
+    def _pause(self, request_id: str) -> None:
+        request = self._requests.get(request_id)
+        if request is None:
+            return  # already ended: its done frame is on its way
+        request.paused = True
+        self._scheduler.paused(request_id)
+        self.send(PausedFrame(request_id=request_id, next_seq=request.generated))
 
-    def _emit(self, frame: GenerateFrame, pieces: list[Piece], sent: int) -> int:
+    def _resume(self, frame: ResumeFrame) -> None:
+        request = self._requests.get(frame.request_id)
+        if request is None:
+            raise BadRequest(f"request {frame.request_id} is not on this engine", request_id=frame.request_id)
+        keep = frame.from_seq - len(frame.token_ids)
+        if keep < 0 or keep > request.generated:
+            raise BadRequest(
+                f"resume at {frame.from_seq} with {len(frame.token_ids)} ids leaves a gap: "
+                f"this engine has generated {request.generated}",
+                request_id=frame.request_id,
+            )
+        if frame.from_seq >= request.limit:
+            self._finish(request, FinishReason.LENGTH)
+            return
+        plain = not frame.token_ids and frame.from_seq == request.generated
+        request.tokens[request.n_prompt + keep :] = frame.token_ids
+        if not plain:
+            request.stops = StopMatcher(request.frame.params.stop)
+            request.sent = frame.from_seq
+            request.pending_logprobs.clear()
+            del request.records[keep:]
+            if request.grammar is not None:
+                request.grammar = self._regrammar(request)
+        request.paused = False
+        self._scheduler.resumed(frame.request_id, known=len(request.tokens), keep=request.n_prompt + keep)
+
+    def _regrammar(self, request: _Request) -> Grammar:
+        """A fresh grammar advanced over the generated ids (a resume replaced some of them)."""
+        assert request.grammar is not None
+        request.grammar.close()
+        grammar = self._grammar(request.frame.params.response_format)
+        assert grammar is not None
+        for token in request.tokens[request.n_prompt :]:
+            grammar.accept(token)
+        return grammar
+
+    # --- one step -----------------------------------------------------------------------
+
+    def step(self) -> None:
+        """Run the scheduler's next step: slot actions, one batched decode, sampling."""
+        step = self._scheduler.next_step()
+        for action in step.actions:
+            self._apply(action)
+        if not step.feeds:
+            return
+        requests = [self._requests[feed.seq_id] for feed in step.feeds]
+        batch = [
+            (feed.slot, request.tokens[feed.start : feed.stop], feed.start, feed.logits)
+            for feed, request in zip(step.feeds, requests, strict=True)
+        ]
+        try:
+            rows = self._llama.decode(batch)
+        except DecodeFailed as exc:
+            for request in requests:
+                self._fail(request, exc)
+            return
+        for request, row in zip(requests, rows, strict=True):
+            if row is not None:
+                self._advance(request, row)
+
+    def _apply(self, action: SlotAction) -> None:
+        match action:
+            case Assign(_, slot) | Release(_, slot):
+                self._llama.clear(slot)
+            case Restore(seq_id, slot, keep):
+                self._llama.restore(slot, self._saved.pop(seq_id))
+                self._llama.trim(slot, keep)
+            case Evict(seq_id, slot):
+                self._saved[seq_id] = self._llama.save(slot)
+                self._llama.clear(slot)
+            case Trim(_, slot, keep):
+                self._llama.trim(slot, keep)
+            case Discard(seq_id):
+                self._saved.pop(seq_id, None)
+
+    def _advance(self, request: _Request, row: Logits) -> None:
+        """Sample, record and send the next token of ``request`` from its logit ``row``."""
+        position = request.generated
+        token = self._choose(request, row, position)
+        self._record(request, row, token)
+        if self._llama.is_eog(token):
+            self._finish(request, FinishReason.STOP)
+            return
+        request.tokens.append(token)
+        if request.grammar is not None:
+            request.grammar.accept(token)
+        self._emit(request, request.stops.feed(token, self._llama.piece(token)))
+        if request.stops.stopped:
+            self._finish(request, FinishReason.STOP)
+        elif request.generated >= request.limit:
+            self._finish(request, FinishReason.LENGTH)
+        else:
+            self._scheduler.sampled(request.request_id)
+
+    def _choose(self, request: _Request, row: Logits, position: int) -> int:
+        history = request.tokens[-64:] if request.settings.repeat_penalty != 1.0 else ()
+        grammar = request.grammar
+        settings = request.settings
+        if grammar is not None:
+            # Without masks the grammar's choice is the unconstrained one whenever that is allowed.
+            unmasked = settings.temperature == 0.0 or (
+                settings.top_k == 0 and settings.top_p >= 1.0 and settings.min_p == 0.0
+            )
+            if unmasked:
+                token = sample(row, settings, key=request.key, position=position, history=history)
+                if grammar.allows(token):
+                    return token
+            row = grammar.mask(row)
+        return sample(row, settings, key=request.key, position=position, history=history)
+
+    def _record(self, request: _Request, row: Logits, token: int) -> None:
+        # In this thread, between two decodes: a helper thread would fight llama.cpp's threads for the cores.
+        config = self._config
+        wanted = request.top_logprobs
+        if wanted is None and not config.record_top_k and not config.record_row_hash:
+            return
+        top_k = max(config.record_top_k, wanted or 0)
+        record = record_token(row, token, top_k=top_k, hash_row=config.record_row_hash)
+        request.records.append(record)
+        if wanted is not None:
+            request.pending_logprobs.append(record)
+
+    # --- answers ------------------------------------------------------------------------
+
+    def _emit(self, request: _Request, pieces: list[Piece]) -> None:
         for piece in pieces:
+            extra: dict[str, object] = {}
+            if request.top_logprobs is not None and request.pending_logprobs:
+                record = request.pending_logprobs.popleft()
+                extra["logprob"] = min(record.logprob, 0.0)
+                extra["top_logprobs"] = [
+                    TopLogprob(token_id=i, text_bytes=self._llama.piece(i)[:1024], logprob=min(lp, 0.0))
+                    for i, lp in record.top_logprobs(request.top_logprobs)
+                ]
             self.send(
                 TokenFrame(
-                    request_id=frame.request_id,
-                    attempt=frame.attempt,
-                    seq=sent,
+                    request_id=request.request_id,
+                    attempt=request.frame.attempt,
+                    seq=request.sent,
                     token_id=piece.token_id,
                     text_bytes=piece.data,
                     t_worker=time.monotonic(),
+                    **extra,
                 )
             )
-            sent += 1
-        return sent
+            request.sent += 1
+
+    def _finish(self, request: _Request, finish: FinishReason) -> None:
+        if finish is not FinishReason.CANCELLED:
+            self._emit(request, request.stops.flush())
+        self._forget(request)
+        usage = Usage(
+            prompt_tokens=request.n_prompt,
+            completion_tokens=request.sent,
+            total_tokens=request.n_prompt + request.sent,
+        )
+        proof = self._proof(request)
+        self.send(DoneFrame(request_id=request.request_id, finish_reason=finish, usage=usage, proof=proof))
+
+    def _fail(self, request: _Request, exc: MeshError) -> None:
+        self._forget(request)
+        self.send(ErrorFrame(request_id=request.request_id, code=ErrorCode.INTERNAL, message=str(exc)))
+
+    def _forget(self, request: _Request) -> None:
+        del self._requests[request.request_id]
+        self._scheduler.finished(request.request_id)
+        if request.grammar is not None:
+            request.grammar.close()
+
+    def _proof(self, request: _Request) -> dict[str, object] | None:
+        """A commitment to the per-token records (``docs/engine.md``)."""
+        if not request.records:
+            return None
+        chain = hashlib.sha256()
+        for record in request.records:
+            chain.update(record.token_id.to_bytes(4, "little") + record.row_sha256)
+        return {"scheme": PROOF_SCHEME, "positions": len(request.records), "records_sha256": chain.hexdigest()}
+
+    # --- helpers ------------------------------------------------------------------------
 
     def _prompt_tokens(self, frame: GenerateFrame) -> list[int]:
         text = self._template.render(frame.messages) if frame.messages is not None else frame.prompt or ""
         bos = self._template.bos_token
         starts_with_bos = bool(bos) and text.startswith(bos)
-        return self._llm.tokenize(text.encode("utf-8"), add_bos=not starts_with_bos, special=True)
+        return self._llama.tokenize(text.encode("utf-8"), add_bos=not starts_with_bos, special=True)
 
-    def _is_end_of_generation(self, token: int) -> bool:
-        from llama_cpp import llama_cpp as native
+    def _grammar(self, response_format: ResponseFormat | None) -> Grammar | None:
+        if response_format is None or response_format.type == "text":
+            return None
+        from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
-        return bool(native.llama_vocab_is_eog(self._llm._model.vocab, token))
+        if response_format.json_schema is None:
+            return self._llama.grammar(JSON_GBNF)
+        try:
+            gbnf = json_schema_to_gbnf(json.dumps(response_format.json_schema))
+        except Exception as exc:  # the converter raises bare exceptions on schemas it cannot express
+            raise BadRequest(f"response_format.json_schema cannot be turned into a grammar: {exc}") from exc
+        return self._llama.grammar(gbnf)
 
     def send(self, message: BaseModel) -> None:
         """Write one message to the supervisor (from either thread)."""
@@ -193,24 +446,25 @@ class Engine:
             self._out.flush()
 
 
-def _done(request_id: str, finish: FinishReason, *, prompt_tokens: int, completion_tokens: int) -> DoneFrame:
-    usage = Usage(
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
-        total_tokens=prompt_tokens + completion_tokens,
-    )
-    return DoneFrame(request_id=request_id, finish_reason=finish, usage=usage)
-
-
-def _special_text(llm: Llama, token: int) -> str:
-    return llm.detokenize([token], special=True).decode("utf-8", "replace")
-
-
-def _self_test(llm: Llama) -> None:
+def _self_test(llama: LlamaBatchContext) -> None:
     """Run one token of inference, so a broken build fails here, not on a user's request."""
-    prompt = llm.tokenize(b"Hello", add_bos=True, special=False)
-    next(iter(llm.generate(prompt, temp=0.0, top_k=0, top_p=1.0, min_p=0.0)))
-    llm.reset()  # type: ignore[no-untyped-call]
+    prompt = llama.tokenize(b"Hello", add_bos=True, special=False)
+    llama.decode([(0, prompt, 0, True)])
+    llama.clear(0)
+
+
+def load_context(config: EngineConfig) -> LlamaBatchContext:
+    """The llama.cpp context an engine with ``config`` runs on (AMX guard included)."""
+    return LlamaBatchContext(
+        ContextConfig(
+            model_path=config.model_path,
+            n_ctx=config.n_ctx,
+            n_slots=config.max_sequences,
+            n_batch=max(config.n_batch, config.max_sequences),
+            n_threads=config.n_threads,
+            amx_guard=config.amx_guard,
+        )
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -220,22 +474,26 @@ def main(argv: list[str]) -> int:
     except (IndexError, ValidationError) as exc:
         sys.stderr.write(f"usage: python -m meshcore_node.engine.child '<EngineConfig JSON>': {exc}\n")
         return 2
+    # Idle llama.cpp threads sleep instead of spinning: a spinning OpenMP pool on a busy machine makes every
+    # decode many times slower (docs/engine.md).  Set before llama.cpp (and its OpenMP runtime) loads.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     out = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    llm = load_llama(config.model_path, n_ctx=config.n_ctx, n_threads=config.n_threads, n_batch=config.n_batch)
+    llama = load_context(config)
     template = template_for(
-        llm.metadata,
-        bos_token=_special_text(llm, llm.token_bos()),
-        eos_token=_special_text(llm, llm.token_eos()),
+        llama.metadata,
+        bos_token=llama.piece(llama.bos, special=True).decode("utf-8", "replace"),
+        eos_token=llama.piece(llama.eos, special=True).decode("utf-8", "replace"),
     )
-    _self_test(llm)
-    engine = Engine(llm, template, out)
+    _self_test(llama)
+    engine = Engine(llama, template, out, config)
     ready = EngineReady(
-        served_name=served_id(llm.metadata.get("general.name") or Path(config.model_path).stem),
-        architecture=llm.metadata.get("general.architecture", "unknown"),
-        n_ctx=llm.n_ctx(),
+        served_name=served_id(llama.metadata.get("general.name") or Path(config.model_path).stem),
+        architecture=llama.metadata.get("general.architecture", "unknown"),
+        n_ctx=llama.n_ctx,
         chat_format=template.name,
         pid=os.getpid(),
+        max_sequences=config.max_sequences,
     )
     engine.send(ready)
     engine.serve(sys.stdin)

@@ -1,10 +1,10 @@
 """Messages between the node daemon and its engine child process.
 
 The daemon writes one JSON frame per line to the child's stdin: the wire
-``generate`` and ``cancel`` frames (``docs/protocol.md`` §3).  The child writes
-one frame per line to its IPC pipe: wire ``token``, ``done`` and ``error``
-frames, plus the two engine-only messages below.  The child never learns where
-a request came from.
+``generate``, ``pause``, ``resume`` and ``cancel`` frames (``docs/protocol.md``
+§3).  The child writes one frame per line to its IPC pipe: wire ``token``,
+``paused``, ``done`` and ``error`` frames, plus the two engine-only messages
+below.  The child never learns where a request came from.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from meshcore_sdk.protocol import DoneFrame, ErrorFrame, TokenFrame
+from meshcore_sdk.protocol import DoneFrame, ErrorFrame, PausedFrame, TokenFrame
 
 __all__ = ["ENGINE_MESSAGE", "EngineAccepted", "EngineConfig", "EngineMessage", "EngineReady"]
 
@@ -25,8 +25,12 @@ class EngineConfig(BaseModel):
         model_path: the GGUF file to load.
         n_ctx: context size in tokens.
         n_threads: threads for generation (None: llama.cpp's default).
-        n_batch: prompt tokens evaluated per batch.
+        n_batch: tokens evaluated per ``llama_decode`` at most (decodes and prompt chunks together).
         chat_format: the llama-cpp-python chat format to use when the GGUF has no template.
+        max_sequences: sequences the engine holds at once (running, paused and queued count alike).
+        record_top_k: logits kept per generated token for proofs and ``top_logprobs`` (0: none).
+        record_row_hash: keep SHA-256 of each token's full logit row.
+        amx_guard: force the AMX guard on or off; None decides from the CPU.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -36,6 +40,10 @@ class EngineConfig(BaseModel):
     n_threads: int | None = Field(default=None, ge=1)
     n_batch: int = Field(default=512, ge=1)
     chat_format: str | None = None
+    max_sequences: int = Field(default=8, ge=1, le=256)
+    record_top_k: int = Field(default=20, ge=0, le=1024)
+    record_row_hash: bool = True
+    amx_guard: bool | None = None
 
 
 class EngineReady(BaseModel):
@@ -49,6 +57,7 @@ class EngineReady(BaseModel):
     n_ctx: int
     chat_format: str
     pid: int
+    max_sequences: int = 1
 
 
 class EngineAccepted(BaseModel):
@@ -62,6 +71,6 @@ class EngineAccepted(BaseModel):
 
 
 EngineMessage = Annotated[
-    EngineReady | EngineAccepted | TokenFrame | DoneFrame | ErrorFrame, Field(discriminator="type")
+    EngineReady | EngineAccepted | TokenFrame | PausedFrame | DoneFrame | ErrorFrame, Field(discriminator="type")
 ]
 ENGINE_MESSAGE: Final[TypeAdapter[EngineMessage]] = TypeAdapter(EngineMessage)

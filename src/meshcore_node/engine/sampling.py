@@ -1,6 +1,6 @@
 """Keyed sampling and per-token records: deterministic given (job key, position, logits).
 
-Theory of operation (``docs/sampling.md`` is the auditor's version)
+Theory of operation (``docs/engine.md`` is the auditor's version)
 -------------------------------------------------------------------
 Meshcore picks tokens itself instead of llama.cpp's ``dist`` sampler, so that
 anyone holding the logits can recompute the choice.  For generated position
@@ -136,12 +136,12 @@ def _kept_ids(logits: Logits, settings: SamplerSettings) -> npt.NDArray[np.int64
     n_finite = int(finite.sum())
     k = settings.top_k if 0 < settings.top_k < n_finite else n_finite
     probe = k if settings.top_p >= 1.0 else min(k, _NUCLEUS_PROBE)
-    ids = top_indices(np.where(finite, logits, -np.inf).astype(np.float32), probe)
+    ids = top_indices(logits, probe)  # -inf ids come last, and k counts only finite ones
     total = _logsumexp(logits[finite])
     probs = np.exp(logits[ids].astype(np.float64) - total)
     if settings.top_p < 1.0:
         if probs.sum() < settings.top_p and probe < k:  # the nucleus is wider than the probe
-            ids = top_indices(np.where(finite, logits, -np.inf).astype(np.float32), k)
+            ids = top_indices(logits, k)
             probs = np.exp(logits[ids].astype(np.float64) - total)
         reach = int(np.searchsorted(np.cumsum(probs), settings.top_p)) + 1
         ids, probs = ids[:reach], probs[:reach]
@@ -218,5 +218,5 @@ def record_token(logits: Logits, token_id: int, *, top_k: int, hash_row: bool = 
         logsumexp=lse,
         top_ids=tuple(int(i) for i in ids),
         top_logits=tuple(float(v) for v in row[ids]),
-        row_sha256=hashlib.sha256(memoryview(row)).digest() if hash_row else b"",
+        row_sha256=hashlib.sha256(row.tobytes()).digest() if hash_row else b"",
     )

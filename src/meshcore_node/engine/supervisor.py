@@ -21,7 +21,16 @@ from pydantic import ValidationError
 
 from meshcore_node.engine.ipc import ENGINE_MESSAGE, EngineConfig, EngineMessage, EngineReady
 from meshcore_node.status import EngineState
-from meshcore_sdk.protocol import Backoff, CancelFrame, DoneFrame, ErrorFrame, GenerateFrame, encode_frame
+from meshcore_sdk.protocol import (
+    Backoff,
+    CancelFrame,
+    DoneFrame,
+    ErrorFrame,
+    GenerateFrame,
+    PauseFrame,
+    ResumeFrame,
+    encode_frame,
+)
 from meshcore_sdk.protocol.errors import ErrorCode
 
 __all__ = ["EngineSupervisor"]
@@ -93,6 +102,18 @@ class EngineSupervisor:
             return
         self._in_flight.add(frame.request_id)
         await self._write(process, encode_frame(frame))
+
+    async def pause(self, request_id: str) -> None:
+        """Ask the engine to stop computing a request and keep its state; it answers ``paused``."""
+        if request_id in self._in_flight and self._process is not None:
+            await self._write(self._process, encode_frame(PauseFrame(request_id=request_id)))
+
+    async def resume(self, frame: ResumeFrame) -> None:
+        """Continue a paused request (``docs/protocol.md`` §3.2); its tokens come through ``on_message``."""
+        if frame.request_id in self._in_flight and self._process is not None:
+            await self._write(self._process, encode_frame(frame))
+        else:
+            self._on_message(_crashed(frame.request_id, "the engine no longer holds this request"))
 
     async def cancel(self, request_id: str) -> None:
         """Ask the engine to stop a request; it answers with ``done`` (cancelled)."""

@@ -34,6 +34,13 @@ code means::
     │   ├── EngineCrashed               the engine process died mid-request
     │   ├── WorkerLost                  the worker's link went away mid-request
     │   └── ModelUnavailable
+    ├── TicketError                     a worker refused a direct-mode ticket; no inference started
+    │   ├── TicketForged                the signature does not verify (forged or tampered)
+    │   ├── TicketExpired               past its ``exp`` (or not yet valid)
+    │   ├── TicketReplayed              its ``jti`` was already used
+    │   ├── TicketWrongAudience         issued for another worker
+    │   ├── TicketWrongAlgorithm        signed with an algorithm other than the pinned one
+    │   └── TicketUnknownKey            its ``kid`` is in no key set the worker trusts
     └── StreamClosed                    a stream was used after it was closed
 
 This module is pure: it imports nothing but the standard library.
@@ -71,6 +78,13 @@ __all__ = [
     "RemoteProtocolError",
     "RouterError",
     "StreamClosed",
+    "TicketError",
+    "TicketExpired",
+    "TicketForged",
+    "TicketReplayed",
+    "TicketUnknownKey",
+    "TicketWrongAlgorithm",
+    "TicketWrongAudience",
     "TransportError",
     "VersionMismatch",
     "WorkerError",
@@ -109,6 +123,13 @@ class ErrorCode(enum.StrEnum):
     WORKER_LOST = "worker_lost"
     MODEL_UNAVAILABLE = "model_unavailable"
     STREAM_CLOSED = "stream_closed"
+    TICKET_INVALID = "ticket_invalid"
+    TICKET_FORGED = "ticket_forged"
+    TICKET_EXPIRED = "ticket_expired"
+    TICKET_REPLAYED = "ticket_replayed"
+    TICKET_WRONG_AUDIENCE = "ticket_wrong_audience"
+    TICKET_WRONG_ALGORITHM = "ticket_wrong_algorithm"
+    TICKET_UNKNOWN_KEY = "ticket_unknown_key"
     MESH = "mesh_error"
 
 
@@ -322,6 +343,49 @@ class ModelUnavailable(WorkerError):
 
     code = ErrorCode.MODEL_UNAVAILABLE
     http_status = 503
+
+
+class TicketError(MeshError):
+    """A worker refused a direct-mode ticket (malformed, wrong type, scope or lifetime); it started nothing."""
+
+    code = ErrorCode.TICKET_INVALID
+    http_status = 403
+
+
+class TicketForged(TicketError):
+    """The ticket's signature does not verify with the key its ``kid`` names."""
+
+    code = ErrorCode.TICKET_FORGED
+
+
+class TicketExpired(TicketError):
+    """The ticket is past its ``exp`` (or before its ``nbf``); ask the router for a new one."""
+
+    code = ErrorCode.TICKET_EXPIRED
+
+
+class TicketReplayed(TicketError):
+    """The ticket's ``jti`` was already used: a ticket admits one request."""
+
+    code = ErrorCode.TICKET_REPLAYED
+
+
+class TicketWrongAudience(TicketError):
+    """The ticket was issued for another worker."""
+
+    code = ErrorCode.TICKET_WRONG_AUDIENCE
+
+
+class TicketWrongAlgorithm(TicketError):
+    """The ticket names a signing algorithm other than the one Meshcore pins."""
+
+    code = ErrorCode.TICKET_WRONG_ALGORITHM
+
+
+class TicketUnknownKey(TicketError):
+    """The ticket's ``kid`` names no key in the router's published key set."""
+
+    code = ErrorCode.TICKET_UNKNOWN_KEY
 
 
 class StreamClosed(MeshError, RuntimeError):

@@ -42,18 +42,21 @@ __all__ = [
     "GenerateFrame",
     "HeartbeatFrame",
     "HelloFrame",
+    "IceServer",
     "ModelInfo",
     "NodeStatus",
     "PauseFrame",
     "PausedFrame",
     "RegisterFrame",
     "RegisteredFrame",
+    "ResponseFormat",
     "ResumeFrame",
     "Role",
     "SamplingParams",
     "SignalFrame",
     "Telemetry",
     "TokenFrame",
+    "TopLogprob",
     "Usage",
     "WelcomeFrame",
 ]
@@ -65,6 +68,7 @@ ModelName = Annotated[str, Field(min_length=1, max_length=256)]
 Count = Annotated[int, Field(ge=0)]
 MAX_STOP_STRINGS: Final = 16
 MAX_RESUME_TOKENS: Final = 131_072
+MAX_TOP_LOGPROBS: Final = 20
 
 
 class _Model(BaseModel):
@@ -148,8 +152,25 @@ class ChatMessage(_Model):
     name: str | None = Field(default=None, max_length=256)
 
 
+class ResponseFormat(_Model):
+    """Constrain the answer (§3.1): free ``text``, any JSON object, or JSON matching ``json_schema``."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _schema_iff_json_schema(self) -> ResponseFormat:
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ValueError("json_schema is given exactly when type is 'json_schema'")
+        return self
+
+
 class SamplingParams(_Model):
-    """How to pick tokens (§3.1). Defaults follow the OpenAI API."""
+    """How to pick tokens (§3.1). Defaults follow the OpenAI API.
+
+    ``logprobs`` asks for each token's log-probability, ``top_logprobs`` for that many
+    alternatives as well; ``response_format`` constrains the answer with a grammar.
+    """
 
     max_tokens: int = Field(default=256, ge=1, le=131_072)
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
@@ -161,6 +182,9 @@ class SamplingParams(_Model):
     stop: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
         default_factory=list, max_length=MAX_STOP_STRINGS
     )
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+    response_format: ResponseFormat | None = None
 
 
 class GenerateFrame(_Model):
@@ -218,22 +242,10 @@ class CancelFrame(_Model):
     request_id: RequestId
 
 
-class TokenFrame(_Model):
-    """One generated token at position ``seq`` (0-based among generated tokens).
+class _Base64Text(_Model):
+    """``text_bytes`` holds raw bytes in Python and travels as standard base64 (RFC 4648 §4) in JSON."""
 
-    ``text_bytes`` holds raw bytes in Python and travels as standard base64 (RFC 4648 §4) in JSON.
-    """
-
-    type: Literal["token"] = "token"
-    request_id: RequestId
-    attempt: Count = 0
-    seq: Count
-    token_id: Count
-    text_bytes: bytes = Field(max_length=1024)
-    t_worker: float = Field(ge=0)
-
-
-    @field_validator("text_bytes", mode="before")
+    @field_validator("text_bytes", mode="before", check_fields=False)
     @classmethod
     def _from_base64(cls, value: object) -> object:
         if isinstance(value, str):
@@ -243,9 +255,35 @@ class TokenFrame(_Model):
                 raise ValueError(f"text_bytes is not standard base64: {exc}") from exc
         return value
 
-    @field_serializer("text_bytes", when_used="json")
+    @field_serializer("text_bytes", when_used="json", check_fields=False)
     def _to_base64(self, value: bytes) -> str:
         return base64.b64encode(value).decode("ascii")
+
+
+class TopLogprob(_Base64Text):
+    """One of the most likely tokens at a position, with its log-probability (§3.3)."""
+
+    token_id: Count
+    text_bytes: bytes = Field(max_length=1024)
+    logprob: float = Field(le=0)
+
+
+class TokenFrame(_Base64Text):
+    """One generated token at position ``seq`` (0-based among generated tokens).
+
+    ``text_bytes`` holds raw bytes in Python and travels as standard base64 (RFC 4648 §4) in JSON.
+    ``logprob`` and ``top_logprobs`` come when the request asked for them (§3.3).
+    """
+
+    type: Literal["token"] = "token"
+    request_id: RequestId
+    attempt: Count = 0
+    seq: Count
+    token_id: Count
+    text_bytes: bytes = Field(max_length=1024)
+    t_worker: float = Field(ge=0)
+    logprob: float | None = Field(default=None, le=0)
+    top_logprobs: list[TopLogprob] | None = Field(default=None, max_length=MAX_TOP_LOGPROBS)
 
 
 class PausedFrame(_Model):
@@ -333,14 +371,29 @@ class HeartbeatFrame(_Model):
     telemetry: Telemetry
 
 
+class IceServer(_Model):
+    """One STUN or TURN server, as WebRTC's ``RTCIceServer``; TURN ones carry REST credentials."""
+
+    urls: list[Annotated[str, Field(min_length=1, max_length=512)]] = Field(min_length=1, max_length=8)
+    username: str | None = Field(default=None, max_length=512)
+    credential: str | None = Field(default=None, max_length=512)
+
+
 class SignalFrame(_Model):
-    """WebRTC signaling relayed through the router (direct mode)."""
+    """WebRTC signaling relayed through the router (direct mode, ``docs/protocol.md`` §8).
+
+    An offer carries the client's ticket, its complete SDP and the ``generate`` frame the
+    worker starts on at once; on the node's link the router adds ``ice_servers`` (the TURN
+    credentials minted for the worker).  The answer carries the worker's complete SDP.
+    """
 
     type: Literal["signal"] = "signal"
     kind: Literal["offer", "answer"]
     request_id: RequestId
-    ticket: str = Field(default="", max_length=8192)
+    ticket: str | None = Field(default=None, max_length=8192)
     sdp: str = Field(max_length=65_536)
+    generate: GenerateFrame | None = None
+    ice_servers: list[IceServer] | None = Field(default=None, max_length=8)
 
 
 class CommandFrame(_Model):

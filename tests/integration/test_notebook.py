@@ -1,0 +1,53 @@
+"""examples/notebook.ipynb runs top to bottom in a headless Jupyter kernel started from this interpreter."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+nbclient = pytest.importorskip("nbclient")
+nbformat = pytest.importorskip("nbformat")
+
+pytestmark = [pytest.mark.integration, pytest.mark.model, pytest.mark.timeout(240)]
+
+NOTEBOOK = Path(__file__).parents[2] / "examples" / "notebook.ipynb"
+KERNEL = "meshcore-test"
+
+
+@pytest.fixture
+def kernel_from_this_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A kernelspec that runs ipykernel with this interpreter, whatever kernels the machine has."""
+    spec = tmp_path / "kernels" / KERNEL
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": KERNEL, "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
+    monkeypatch.delenv("MESHCORE_ROUTER_URL", raising=False)
+    return KERNEL
+
+
+def outputs(cell: Any, mime: str) -> str:
+    return "".join(
+        str(output.get("data", {}).get(mime, "")) + str(output.get("text", "") if mime == "stream" else "")
+        for output in cell.get("outputs", [])
+    )
+
+
+def test_the_notebook_runs_headless_and_shows_the_stream(kernel_from_this_python: str, tmp_path: Path) -> None:
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    client = nbclient.NotebookClient(
+        notebook, kernel_name=kernel_from_this_python, timeout=180, resources={"metadata": {"path": str(tmp_path)}}
+    )
+    client.execute()
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    models, streamed, final_state, events, completion = code[1], code[2], code[3], code[4], code[5]
+    assert "gemma-3-270m" in outputs(models, "text/html")
+    assert outputs(streamed, "stream").strip()
+    state = outputs(final_state, "text/html")
+    assert "first_token" in state and "finished" in state and "tokens:" in state
+    assert "first_token" in outputs(events, "stream")
+    assert "model: gemma-3-270m" in outputs(completion, "text/html")

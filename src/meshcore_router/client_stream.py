@@ -1,9 +1,11 @@
 """The router's client stream at ``/mesh/v1/stream`` (``docs/protocol.md`` §5).
 
-A client opens a websocket, says ``hello`` as a client, then sends ``generate``
-and ``cancel`` frames, many requests at once, told apart by the client's
-``request_id``.  The router answers each request as a worker would (§3.3): an
-``accepted`` naming the worker, ``token`` frames, then ``done`` or ``error``.
+A client opens a websocket, says ``hello`` as a client, then sends ``generate``,
+``pause``, ``resume`` and ``cancel`` frames, many requests at once, told apart by
+the client's ``request_id``.  Requests that name the same ``group`` (a swarm's
+copies of one prompt) go to distinct nodes while there are enough.  The router
+answers each request as a worker would (§3.3): an ``accepted`` naming the
+worker, ``token`` frames, then ``done`` or ``error``.
 
 Each request gets a fresh router-side id on its node's link (client ids are
 unique only per connection) and one relay task that copies the node's frames
@@ -32,10 +34,12 @@ from meshcore_sdk.protocol import (
     CancelFrame,
     DoneFrame,
     GenerateFrame,
+    PauseFrame,
+    ResumeFrame,
     Role,
     encode_frame,
 )
-from meshcore_sdk.protocol.errors import ConnectionLost, MeshError, OutOfOrderFrame, RemoteProtocolError
+from meshcore_sdk.protocol.errors import ConnectionLost, MeshError, NoCapacity, OutOfOrderFrame, RemoteProtocolError
 
 __all__ = ["ENDPOINT", "serve_client"]
 
@@ -88,6 +92,12 @@ class _ClientSession:
                     await self._start(frame, tasks)
                 case CancelFrame():
                     self._cancel(frame.request_id)
+                case PauseFrame():
+                    if dispatch := self._in_flight(frame.request_id):
+                        dispatch.pause()
+                case ResumeFrame():
+                    if dispatch := self._in_flight(frame.request_id):
+                        dispatch.resume(frame)
                 case _:
                     raise OutOfOrderFrame(f"a client does not send {frame.type} frames")
 
@@ -97,13 +107,28 @@ class _ClientSession:
             raise OutOfOrderFrame(f"request {client_id} is already in flight", request_id=client_id)
         started = self._router.clock()
         try:
-            dispatch = self._router.dispatch(frame.model_copy(update={"request_id": new_request_id()}))
+            dispatch = self._place(frame.model_copy(update={"request_id": new_request_id()}))
         except MeshError as exc:
             self._observe(exc.http_status, started)
             await self._send(error_frame(exc, request_id=client_id))
             return
         self._dispatches[client_id] = dispatch
         self._relays[client_id] = tasks.create_task(self._relay(client_id, dispatch, started))
+
+    def _place(self, frame: GenerateFrame) -> Dispatch:
+        """Dispatch ``frame``, away from the nodes its group already uses when another node can take it."""
+        siblings = {d.worker_id for d in self._dispatches.values() if d.group is not None and d.group == frame.group}
+        if siblings:
+            with contextlib.suppress(NoCapacity):
+                return self._router.dispatch(frame, exclude=siblings)
+        return self._router.dispatch(frame)
+
+    def _in_flight(self, client_id: str) -> Dispatch | None:
+        """The request to pause or resume; None if it ended a moment ago (its end is on its way)."""
+        dispatch = self._dispatches.get(client_id)
+        if dispatch is None and client_id not in self._ended:
+            raise OutOfOrderFrame(f"request {client_id} was never started", request_id=client_id)
+        return dispatch
 
     def _cancel(self, client_id: str) -> None:
         dispatch = self._dispatches.get(client_id)

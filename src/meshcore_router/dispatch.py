@@ -3,10 +3,12 @@
 A :class:`Dispatch` is what :meth:`meshcore_router.router.Router.dispatch`
 returns.  Its reader (the HTTP handler or the client stream) calls
 :meth:`Dispatch.next_frame` until ``done``, or :meth:`Dispatch.cancel` to stop
-early.  Deadlines are scopes around each wait: until the first token,
-``first_token_timeout_s`` from the dispatch; after it, ``stall_timeout_s``
-between frames.  A request that runs out of time is cancelled on its node and
-fails with :class:`MeshTimeout`.
+early, and :meth:`Dispatch.pause` / :meth:`Dispatch.resume` to hold a swarm
+follower's state on its node.  Deadlines are scopes around each wait: until the
+first token, ``first_token_timeout_s`` from the dispatch; after it,
+``stall_timeout_s`` between frames, except while paused, when a quiet node is
+what was asked for.  A request that runs out of time is cancelled on its node
+and fails with :class:`MeshTimeout`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from meshcore_router.config import RouterConfig
 from meshcore_router.links import NodeLink, RequestChannel, WorkerFrame
 from meshcore_router.matchmaking import Route
 from meshcore_router.metrics import RouterMetrics
-from meshcore_sdk.protocol import AcceptedFrame, DoneFrame, FinishReason, TokenFrame, Usage
+from meshcore_sdk.protocol import AcceptedFrame, DoneFrame, FinishReason, PauseFrame, ResumeFrame, TokenFrame, Usage
 from meshcore_sdk.protocol.errors import MeshError, MeshTimeout
 
 __all__ = ["Dispatch"]
@@ -32,6 +34,7 @@ class Dispatch:
         route: the model and the node serving it.
         prompt_tokens: the prompt's length, once the node has accepted the request.
         tokens: how many tokens have arrived so far.
+        group: the client's group of copies of one prompt, if any (§5).
     """
 
     def __init__(
@@ -43,9 +46,11 @@ class Dispatch:
         config: RouterConfig,
         metrics: RouterMetrics,
         clock: Callable[[], float],
+        group: str | None = None,
     ) -> None:
         self.request_id = channel.request_id
         self.route = route
+        self.group = group
         self.prompt_tokens: int | None = None
         self.tokens = 0
         self._link = link
@@ -56,6 +61,7 @@ class Dispatch:
         self._started = clock()
         self._first_token_deadline = asyncio.get_running_loop().time() + config.first_token_timeout_s
         self._finished = False
+        self._paused = False
 
     @property
     def worker_id(self) -> str:
@@ -74,7 +80,10 @@ class Dispatch:
             MeshError: the request failed; it is over.
             MeshTimeout: the node ran past a deadline; the request was cancelled.
         """
-        if self.tokens == 0:
+        deadline: float | None
+        if self._paused:
+            deadline, why = None, ""
+        elif self.tokens == 0:
             deadline = self._first_token_deadline
             why = f"no first token within {self._config.first_token_timeout_s} s"
         else:
@@ -97,6 +106,25 @@ class Dispatch:
             return self._cancelled()
         self._account(frame)
         return frame
+
+    def pause(self) -> None:
+        """Ask the node to stop computing the request and keep its state (§3.2)."""
+        if not self._finished:
+            self._paused = True
+            self._link.send_nowait(PauseFrame(request_id=self.request_id))
+
+    def resume(self, frame: ResumeFrame) -> None:
+        """Send the node a client's ``resume`` (under the router's request id); older tokens become stale.
+
+        Raises:
+            OutOfOrderFrame: the resume's attempt is not newer than the request's.
+        """
+        if self._finished:
+            return
+        if frame.attempt is not None:
+            self._channel.stream.resumed(attempt=frame.attempt, from_seq=frame.from_seq)
+        self._paused = False
+        self._link.send_nowait(frame.model_copy(update={"request_id": self.request_id}))
 
     def cancel(self) -> None:
         """Stop the request on its node, unless it has already ended.

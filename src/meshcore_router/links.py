@@ -338,7 +338,8 @@ class NodeLink:
                 self.send_nowait(error_frame(unknown, request_id=request_id))
             return
         try:
-            channel.stream.receive(frame)
+            if not channel.stream.receive(frame):
+                return  # sent before the node saw the latest resume: stale (§3.3)
         except OutOfOrderFrame as exc:
             self._fail(channel, OutOfOrderFrame(exc.message, request_id=request_id, worker_id=self.node_id))
             return

@@ -97,7 +97,9 @@ class Router:
             raise BadRequest(f"the request takes {size} bytes, more than the {self.config.max_frame_bytes} allowed")
         link = self._links[chosen.node_id]
         channel = link.open_request(outgoing)
-        return Dispatch(chosen, link, channel, config=self.config, metrics=self.metrics, clock=self.clock)
+        return Dispatch(
+            chosen, link, channel, config=self.config, metrics=self.metrics, clock=self.clock, group=frame.group
+        )
 
     def link_of(self, node_id: str) -> NodeLink | None:
         """The control link of a connected node, if it is connected."""

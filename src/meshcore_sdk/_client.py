@@ -35,6 +35,13 @@ def _transport_for(
     http_client: httpx.AsyncClient | None,
 ) -> Transport:
     """The transport of ``config.mode``; direct mode's needs aiortc (``pip install meshcore[direct]``)."""
+    if config.mode is Mode.SWARM:
+        from meshcore_sdk.swarm.transport import SwarmTransport
+
+        router = ProxyTransport(config, runtime=runtime, transport=transport, http_client=http_client)
+        return SwarmTransport(
+            router, router_url=config.router_url, swarm_size=config.swarm_size, options=config.swarm, runtime=runtime
+        )
     if config.mode is not Mode.DIRECT:
         return ProxyTransport(config, runtime=runtime, transport=transport, http_client=http_client)
     try:
@@ -58,7 +65,8 @@ class AsyncClient:
         api_key: sent as a bearer token; default ``MESHCORE_API_KEY``, else none.
         mode: ``"proxy"`` (through the router's HTTP API) or ``"direct"`` (straight to a
             worker over WebRTC, with a ticket from the router; needs the ``direct`` extra).
-            ``"swarm"`` is named but not available in this version.
+            ``"swarm"`` sends each streamed prompt to ``swarm_size`` workers at once through the
+            router; the first to answer leads, and a follower takes over mid-stream if it fails.
         swarm_size: how many workers a swarm request fans out to, 1 to 5.
         timeout: connect and read timeout in seconds (a read is one piece of a
             stream); ``None`` waits for ever.  Each call may override it.

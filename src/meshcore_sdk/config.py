@@ -15,10 +15,13 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from meshcore_sdk.protocol.errors import ConfigError
+from meshcore_sdk.swarm.budget import HedgeBudgetConfig
+from meshcore_sdk.swarm.machine import SwarmConfig
 
 __all__ = [
     "DEFAULT_MAX_RETRIES",
     "DirectOptions",
+    "SwarmOptions",
     "DEFAULT_ROUTER_URL",
     "DEFAULT_TIMEOUT_S",
     "MAX_SWARM_SIZE",
@@ -56,8 +59,23 @@ class Mode(enum.StrEnum):
     """Speculatively to several workers at once, keeping the fastest."""
 
 
-AVAILABLE_MODES: Final[frozenset[Mode]] = frozenset({Mode.PROXY, Mode.DIRECT})
+AVAILABLE_MODES: Final[frozenset[Mode]] = frozenset({Mode.PROXY, Mode.DIRECT, Mode.SWARM})
 """The modes this version of the SDK implements."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SwarmOptions:
+    """How swarm mode fans out and fails over.
+
+    Attributes:
+        machine: thresholds of leader election and failover.
+        budget: the hedging budget shared by the client's swarm requests.
+        open_timeout_s: how long opening the router's frame stream may take, in seconds.
+    """
+
+    machine: SwarmConfig = field(default_factory=SwarmConfig)
+    budget: HedgeBudgetConfig = field(default_factory=HedgeBudgetConfig)
+    open_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -107,6 +125,7 @@ class ClientConfig:
         max_retry_after_s: the longest server-requested wait the client obeys, in seconds;
             a longer ``Retry-After`` ends the retries and raises with ``retry_after_s`` set.
         direct: how direct mode connects.
+        swarm: how swarm mode fans out and fails over.
     """
 
     router_url: str = DEFAULT_ROUTER_URL
@@ -119,6 +138,7 @@ class ClientConfig:
     retry_max_s: float = 8.0
     max_retry_after_s: float = 60.0
     direct: DirectOptions = field(default_factory=DirectOptions)
+    swarm: SwarmOptions = field(default_factory=SwarmOptions)
 
     def __post_init__(self) -> None:
         _check_router_url(self.router_url)

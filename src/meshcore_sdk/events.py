@@ -34,6 +34,10 @@ __all__ = [
     "StreamFinished",
     "WorkerAssigned",
     "WorkerDropped",
+    "LeaderElected",
+    "WorkerPaused",
+    "Failover",
+    "WorkerReleased",
 ]
 
 
@@ -182,6 +186,64 @@ class WorkerDropped(StreamEvent):
     deadline_s: float
     reason: str
     kind: str = field(default="worker_dropped", init=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeaderElected(StreamEvent):
+    """Swarm mode: ``worker_id`` leads, in leadership ``term`` (1 for the first leader).
+
+    Attributes:
+        worker_id: the new leader.
+        term: counts leaders, starting at 1.
+    """
+
+    worker_id: str
+    term: int
+    kind: str = field(default="leader_elected", init=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerPaused(StreamEvent):
+    """Swarm mode: a follower was told to pause, keeping the prompt in its cache.
+
+    Attributes:
+        worker_id: the follower.
+    """
+
+    worker_id: str
+    kind: str = field(default="paused", init=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Failover(StreamEvent):
+    """Swarm mode: the leader failed and another worker takes over at ``from_seq``.
+
+    Attributes:
+        from_worker_id: the leader that failed.
+        to_worker_id: the follower resumed, or None when a fresh worker was asked for.
+        from_seq: the first position the new worker is to produce.
+        reason: why the leader was given up.
+    """
+
+    from_worker_id: str
+    to_worker_id: str | None
+    from_seq: int
+    reason: str
+    kind: str = field(default="failover", init=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerReleased(StreamEvent):
+    """Swarm mode: a worker was cancelled (released once the leader was healthy, or lost).
+
+    Attributes:
+        worker_id: the worker.
+        reason: why.
+    """
+
+    worker_id: str
+    reason: str
+    kind: str = field(default="released", init=False)
 
 
 class EventLog:

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from meshcore_sdk.protocol import (
     ChatMessage,
@@ -30,7 +30,7 @@ from meshcore_sdk.protocol import (
     TokenFrame,
     Utf8Assembler,
 )
-from meshcore_sdk.protocol.errors import MeshError
+from meshcore_sdk.protocol.errors import BadRequest, MeshError
 
 __all__ = [
     "SSE_DONE",
@@ -402,3 +402,42 @@ def completion_body(
         "usage": _usage(done),
         "meshcore": {"request_id": meta.request_id, "worker_id": meta.worker_id},
     }
+
+
+# --- streaming modes that speak frames (direct, swarm) ----------------------------------------
+
+CHAT_PATH = "/v1/chat/completions"
+TEXT_PATH = "/v1/completions"
+
+
+def parse_stream_request(
+    path: str, body: Mapping[str, Any], *, request_id: str, mode: str
+) -> tuple[Literal["chat", "text"], ChatCompletionRequest | CompletionRequest, GenerateFrame]:
+    """The request's kind, its OpenAI shape and its ``generate`` frame, as the router builds them.
+
+    Raises:
+        BadRequest: the body is not a valid request, or ``mode`` does not stream ``path``.
+    """
+    try:
+        if path == CHAT_PATH:
+            chat = ChatCompletionRequest.model_validate(body)
+            return "chat", chat, chat.to_frame(request_id)
+        if path == TEXT_PATH:
+            text = CompletionRequest.model_validate(body)
+            return "text", text, text.to_frame(request_id)
+    except ValidationError as exc:
+        problem = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in problem["loc"]) or "body"
+        raise BadRequest(f"{where}: {problem['msg']}") from exc
+    raise BadRequest(f"{mode} mode does not stream {path}")
+
+
+def chunk_texts(chunk: Mapping[str, Any]) -> list[str]:
+    """The text pieces a chat or text chunk carries."""
+    texts = []
+    for choice in chunk.get("choices", []):
+        delta = choice.get("delta")
+        text = delta.get("content") if isinstance(delta, Mapping) else choice.get("text")
+        if isinstance(text, str):
+            texts.append(text)
+    return texts

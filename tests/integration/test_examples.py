@@ -11,12 +11,7 @@ import pytest
 
 from meshcore_sdk.mesh import LocalMesh
 
-pytestmark = [
-    pytest.mark.asyncio(loop_scope="session"),
-    pytest.mark.integration,
-    pytest.mark.model,
-    pytest.mark.timeout(120),
-]
+pytestmark = [pytest.mark.integration, pytest.mark.model, pytest.mark.timeout(120)]
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 EXPECTED = {
@@ -31,6 +26,7 @@ def test_every_example_is_covered() -> None:
     assert sorted(path.name for path in EXAMPLES.glob("*.py")) == sorted(EXPECTED)
 
 
+@pytest.mark.asyncio(loop_scope="session")
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 async def test_example_runs(name: str, shared_mesh: LocalMesh) -> None:
     if name == "langchain_agent.py":

@@ -47,8 +47,8 @@ def token(seq: int, *, attempt: int = 0, request_id: str = RID) -> TokenFrame:
     )
 
 
-def paused(next_seq: int, request_id: str = RID) -> PausedFrame:
-    return PausedFrame(request_id=request_id, next_seq=next_seq)
+def paused(next_seq: int, request_id: str = RID, *, attempt: int = 0) -> PausedFrame:
+    return PausedFrame(request_id=request_id, next_seq=next_seq, attempt=attempt)
 
 
 def done(completion_tokens: int, request_id: str = RID) -> DoneFrame:
@@ -114,7 +114,7 @@ def test_a_resumed_stream_counts_from_its_start_seq_and_attempt() -> None:
     """After a failover, the new worker's answer starts at ``start_seq`` with the new attempt number."""
     stream = feed(
         WorkerStream(RID, attempt=1, start_seq=5),
-        [accepted(), token(5, attempt=1), token(6, attempt=1), paused(7), token(7, attempt=1), done(8)],
+        [accepted(), token(5, attempt=1), token(6, attempt=1), paused(7, attempt=1), token(7, attempt=1), done(8)],
     )
 
     assert (stream.phase, stream.next_seq) == (StreamPhase.DONE, 8)
@@ -219,7 +219,7 @@ class WorkerStreamMachine(RuleBasedStateMachine):
     @rule(offset=st.sampled_from([0, 0, 1, -1]))
     def send_paused(self, offset: int) -> None:
         next_seq = max(0, self.next_seq + offset)
-        self.deliver(paused(next_seq), legal=next_seq == self.next_seq, phase=StreamPhase.PAUSED)
+        self.deliver(paused(next_seq, attempt=self.attempt), legal=next_seq == self.next_seq, phase=StreamPhase.PAUSED)
 
     @rule(offset=st.sampled_from([0, 0, 1, -1]))
     def send_done(self, offset: int) -> None:
@@ -292,3 +292,21 @@ def test_any_split_of_utf8_reassembles_exactly(text: str, data: st.DataObject) -
     assembler = Utf8Assembler()
 
     assert "".join(assembler.feed(piece) for piece in pieces) + assembler.flush() == text
+
+
+def test_after_a_resume_frames_of_older_attempts_are_stale_and_newer_ones_restart_at_from_seq() -> None:
+    stream = WorkerStream(RID)
+    for frame in (accepted(), token(0), token(1)):
+        assert stream.receive(frame)
+    stream.resumed(attempt=1, from_seq=5)
+    assert not stream.receive(token(2))  # sent before the worker saw the resume
+    assert not stream.receive(paused(3))
+    assert stream.receive(token(5, attempt=1))
+    assert stream.receive(done(6))
+    assert stream.phase is StreamPhase.DONE
+
+
+def test_a_resume_must_raise_the_attempt() -> None:
+    stream = WorkerStream(RID, attempt=2)
+    with pytest.raises(OutOfOrderFrame, match="not newer"):
+        stream.resumed(attempt=2, from_seq=0)

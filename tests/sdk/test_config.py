@@ -65,12 +65,11 @@ def test_bad_router_urls_are_config_errors(url: str) -> None:
         normalize_router_url(url)
 
 
-@pytest.mark.parametrize("mode", ["swarm"])
-def test_named_but_unbuilt_modes_say_so(mode: str) -> None:
-    with pytest.raises(ConfigError, match=f"mode '{mode}' is not available in this version"):
-        AsyncClient(mode=mode)
-    with pytest.raises(ConfigError, match="not available"):
-        Client(mode=mode)
+@pytest.mark.parametrize("mode", ["proxy", "swarm"])
+def test_every_mode_builds_without_io(mode: str) -> None:
+    AsyncClient(mode=mode, router_url="http://127.0.0.1:9")
+    with Client(mode=mode, router_url="http://127.0.0.1:9") as client:
+        assert client.config.mode.value == mode
 
 
 def test_unknown_mode_lists_the_known_ones() -> None:
@@ -98,8 +97,7 @@ def test_from_config_skips_the_environment_and_checks_the_mode(monkeypatch: pyte
     monkeypatch.setenv("MESHCORE_ROUTER_URL", "http://from-env:8080")
     config = ClientConfig(router_url="http://given:1")
     assert AsyncClient.from_config(config).config is config
-    with pytest.raises(ConfigError):
-        AsyncClient.from_config(ClientConfig(mode=Mode.SWARM))
+    assert AsyncClient.from_config(ClientConfig(mode=Mode.SWARM)).config.mode is Mode.SWARM
 
 
 def test_construction_does_no_network_io() -> None:

@@ -89,24 +89,26 @@ def test_construction_reads_the_environment_and_touches_no_network(monkeypatch: 
     assert llm.mode == "swarm"
 
 
-def unavailable_mode() -> str:
-    missing = [mode.value for mode in Mode if mode not in AVAILABLE_MODES]
-    if not missing:
-        pytest.skip("every mode is available in this version")
-    return missing[-1]
+@pytest.mark.parametrize("mode", [mode.value for mode in Mode])
+def test_the_mode_goes_to_the_sdk_at_call_time(mode: str) -> None:
+    llm = ChatMeshcore(model=MODEL, base_url=ROUTER, mode=mode)  # never refused here
+    if Mode(mode) not in AVAILABLE_MODES:
+        with pytest.raises(ConfigError, match=mode):
+            llm.invoke("Hi")
+        return
+    with llm._sync_client() as client:
+        assert client.config.mode == Mode(mode)
 
 
-def test_an_unavailable_mode_fails_at_call_time_with_the_sdk_error() -> None:
-    mode = unavailable_mode()
-    llm = ChatMeshcore(model=MODEL, base_url="http://127.0.0.1:1", mode=mode)
-    with pytest.raises(ConfigError, match=mode):
+def test_bad_settings_fail_at_call_time_with_the_sdk_error() -> None:
+    llm = ChatMeshcore(model=MODEL, base_url="ftp://router.test")
+    with pytest.raises(ConfigError, match="router_url"):
         llm.invoke("Hi")
 
 
-async def test_an_unavailable_mode_fails_at_call_time_async() -> None:
-    mode = unavailable_mode()
-    llm = ChatMeshcore(model=MODEL, base_url="http://127.0.0.1:1", mode=mode)
-    with pytest.raises(ConfigError, match=mode):
+async def test_bad_settings_fail_at_call_time_async() -> None:
+    llm = ChatMeshcore(model=MODEL, base_url="ftp://router.test")
+    with pytest.raises(ConfigError, match="router_url"):
         await llm.ainvoke("Hi")
 
 

@@ -68,6 +68,7 @@ EXPORTED = [
     "Runtime",
     "Stream",
     "StreamClosed",
+    "SwarmExhausted",
     "StreamEvent",
     "StreamFailed",
     "StreamFinished",

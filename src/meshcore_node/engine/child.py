@@ -94,6 +94,7 @@ class _Request:
     stops: StopMatcher
     grammar: Grammar | None
     sent: int = 0  # the seq of the next token frame
+    attempt: int = 0  # carried by its token frames; a resume may raise it
     paused: bool = False
     records: list[TokenRecord] = field(default_factory=list)
     pending_logprobs: deque[TokenRecord] = field(default_factory=deque)
@@ -226,6 +227,7 @@ class Engine:
             key=job_key(frame.request_id, params.seed),
             stops=StopMatcher(params.stop),
             grammar=self._grammar(params.response_format),
+            attempt=frame.attempt,
         )
         self._requests[frame.request_id] = request
         self._scheduler.admitted(frame.request_id, prompt_tokens=len(prompt), reserve=len(prompt) + request.limit)
@@ -237,7 +239,7 @@ class Engine:
             return  # already ended: its done frame is on its way
         request.paused = True
         self._scheduler.paused(request_id)
-        self.send(PausedFrame(request_id=request_id, next_seq=request.generated))
+        self.send(PausedFrame(request_id=request_id, next_seq=request.generated, attempt=request.attempt))
 
     def _resume(self, frame: ResumeFrame) -> None:
         request = self._requests.get(frame.request_id)
@@ -253,6 +255,8 @@ class Engine:
         if frame.from_seq >= request.limit:
             self._finish(request, FinishReason.LENGTH)
             return
+        if frame.attempt is not None:
+            request.attempt = frame.attempt
         plain = not frame.token_ids and frame.from_seq == request.generated
         request.tokens[request.n_prompt + keep :] = frame.token_ids
         if not plain:
@@ -376,7 +380,7 @@ class Engine:
             self.send(
                 TokenFrame(
                     request_id=request.request_id,
-                    attempt=request.frame.attempt,
+                    attempt=request.attempt,
                     seq=request.sent,
                     token_id=piece.token_id,
                     text_bytes=piece.data,

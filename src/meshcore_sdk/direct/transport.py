@@ -35,7 +35,15 @@ from meshcore_sdk.config import ClientConfig, DirectOptions
 from meshcore_sdk.direct.ice import host_addresses, rtc_configuration, selected_pair, tune_aioice
 from meshcore_sdk.direct.source import ChannelSource
 from meshcore_sdk.events import DirectConnected, EventLog, RelayUsed, ResponseStarted, WorkerDropped
-from meshcore_sdk.openai_format import ChatCompletionRequest, CompletionRequest, completion_body
+from meshcore_sdk.openai_format import (
+    CHAT_PATH,
+    TEXT_PATH,
+    ChatCompletionRequest,
+    CompletionRequest,
+    chunk_texts,
+    completion_body,
+    parse_stream_request,
+)
 from meshcore_sdk.protocol import (
     FrameLimits,
     GenerateFrame,
@@ -44,13 +52,11 @@ from meshcore_sdk.protocol import (
     TicketGrant,
     TicketsResponse,
 )
-from meshcore_sdk.protocol.errors import BadRequest, ConnectError, MeshError, MeshTimeout, RemoteProtocolError
+from meshcore_sdk.protocol.errors import ConnectError, MeshError, MeshTimeout, RemoteProtocolError
 from meshcore_sdk.proxy.transport import ProxyTransport
 
 __all__ = ["DirectTransport"]
 
-_CHAT_PATH = "/v1/chat/completions"
-_TEXT_PATH = "/v1/completions"
 _PLACEHOLDER_ID = "direct"  # the router gives the request its real id when it relays the offer
 
 
@@ -84,14 +90,14 @@ class DirectTransport:
 
     async def request(self, method: str, path: str, *, body: Mapping[str, Any] | None, timeout_s: float | None) -> Any:
         """A whole completion read off a direct stream; anything else from the router's HTTP API."""
-        if method != "POST" or path not in (_CHAT_PATH, _TEXT_PATH) or body is None:
+        if method != "POST" or path not in (CHAT_PATH, TEXT_PATH) or body is None:
             return await self._router.request(method, path, body=body, timeout_s=timeout_s)
         log = EventLog(self._runtime.clock)
         source, _ = await self.open_stream(path, body={**body, "stream": True}, timeout_s=timeout_s, log=log)
         texts: list[str] = []
         try:
             while (chunk := await source.receive()) is not None:
-                texts.extend(_text_of(chunk))
+                texts.extend(chunk_texts(chunk))
         finally:
             await source.aclose()
         assert source.done is not None and source.meta is not None
@@ -101,7 +107,7 @@ class DirectTransport:
         self, path: str, *, body: Mapping[str, Any], timeout_s: float | None, log: EventLog
     ) -> tuple[ChannelSource, str | None]:
         """Open a direct stream to the first worker that connects within its deadline."""
-        kind, request, frame = _parse(path, body)
+        kind, request, frame = parse_stream_request(path, body, request_id=_PLACEHOLDER_ID, mode="direct")
         started_s = self._runtime.clock()
         answer = await self._router.request(
             "POST",
@@ -212,36 +218,8 @@ async def _close_quietly(source: ChannelSource) -> None:
         await source.aclose()
 
 
-def _parse(
-    path: str, body: Mapping[str, Any]
-) -> tuple[Literal["chat", "text"], ChatCompletionRequest | CompletionRequest, GenerateFrame]:
-    """The request's kind, its OpenAI shape and its ``generate`` frame (as the router builds them)."""
-    try:
-        if path == _CHAT_PATH:
-            chat = ChatCompletionRequest.model_validate(body)
-            return "chat", chat, chat.to_frame(_PLACEHOLDER_ID)
-        if path == _TEXT_PATH:
-            text = CompletionRequest.model_validate(body)
-            return "text", text, text.to_frame(_PLACEHOLDER_ID)
-    except pydantic.ValidationError as exc:
-        problem = exc.errors(include_url=False)[0]
-        where = ".".join(str(part) for part in problem["loc"]) or "body"
-        raise BadRequest(f"{where}: {problem['msg']}") from exc
-    raise BadRequest(f"direct mode does not stream {path}")
-
-
 def _parse_grants(answer: Any) -> list[TicketGrant]:
     try:
         return TicketsResponse.model_validate(answer).tickets
     except pydantic.ValidationError as exc:
         raise RemoteProtocolError(f"the router sent malformed tickets: {exc.error_count()} problems") from exc
-
-
-def _text_of(chunk: Mapping[str, Any]) -> list[str]:
-    texts = []
-    for choice in chunk.get("choices", []):
-        delta = choice.get("delta")
-        text = delta.get("content") if isinstance(delta, Mapping) else choice.get("text")
-        if isinstance(text, str):
-            texts.append(text)
-    return texts

@@ -41,7 +41,8 @@ code means::
     │   ├── TicketWrongAudience         issued for another worker
     │   ├── TicketWrongAlgorithm        signed with an algorithm other than the pinned one
     │   └── TicketUnknownKey            its ``kid`` is in no key set the worker trusts
-    └── StreamClosed                    a stream was used after it was closed
+    ├── StreamClosed                    a stream was used after it was closed
+    └── SwarmExhausted                  every worker of a swarm failed (.failures)
 
 This module is pure: it imports nothing but the standard library.
 """
@@ -49,7 +50,7 @@ This module is pure: it imports nothing but the standard library.
 from __future__ import annotations
 
 import enum
-from typing import ClassVar, Final
+from typing import Any, ClassVar, Final
 
 __all__ = [
     "ERROR_TABLE",
@@ -78,6 +79,7 @@ __all__ = [
     "RemoteProtocolError",
     "RouterError",
     "StreamClosed",
+    "SwarmExhausted",
     "TicketError",
     "TicketExpired",
     "TicketForged",
@@ -123,6 +125,7 @@ class ErrorCode(enum.StrEnum):
     WORKER_LOST = "worker_lost"
     MODEL_UNAVAILABLE = "model_unavailable"
     STREAM_CLOSED = "stream_closed"
+    SWARM_EXHAUSTED = "swarm_exhausted"
     TICKET_INVALID = "ticket_invalid"
     TICKET_FORGED = "ticket_forged"
     TICKET_EXPIRED = "ticket_expired"
@@ -392,6 +395,22 @@ class StreamClosed(MeshError, RuntimeError):
     """A stream was read or written after it was closed."""
 
     code = ErrorCode.STREAM_CLOSED
+
+
+class SwarmExhausted(MeshError):
+    """Every worker of a swarm failed before the answer was complete.
+
+    Attributes:
+        failures: why each worker was given up, by worker id.
+    """
+
+    code = ErrorCode.SWARM_EXHAUSTED
+    http_status = 502
+    default_retryable = True
+
+    def __init__(self, message: str, *, failures: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.failures = dict(failures or {})
 
 
 def _collect(root: type[MeshError]) -> list[type[MeshError]]:

@@ -201,6 +201,8 @@ class GenerateFrame(_Model):
     params: SamplingParams = Field(default_factory=SamplingParams)
     lora: Sha256 | None = None
     attempt: Count = 0
+    group: RequestId | None = None
+    """Requests of one group on one client connection go to distinct workers while there are enough (§5)."""
 
     @model_validator(mode="after")
     def _one_input(self) -> GenerateFrame:
@@ -227,12 +229,17 @@ class PauseFrame(_Model):
 
 
 class ResumeFrame(_Model):
-    """Continue at ``from_seq`` after prefilling ``token_ids`` that this worker lacks (§3.2)."""
+    """Continue at ``from_seq``; ``token_ids`` are the ids of positions ``from_seq - len(token_ids)`` on (§3.2).
+
+    With ``attempt`` set, the tokens the worker sends from now on carry it, so a reader can tell them
+    from tokens sent before the worker saw this frame.
+    """
 
     type: Literal["resume"] = "resume"
     request_id: RequestId
     from_seq: Count
     token_ids: list[Count] = Field(default_factory=list, max_length=MAX_RESUME_TOKENS)
+    attempt: Count | None = None
 
 
 class CancelFrame(_Model):
@@ -292,6 +299,7 @@ class PausedFrame(_Model):
     type: Literal["paused"] = "paused"
     request_id: RequestId
     next_seq: Count
+    attempt: Count = 0
 
 
 class Usage(_Model):

@@ -20,6 +20,11 @@ OPEN/PAUSED  done                            DONE      completion_tokens == next
 OPEN/PAUSED  error                           FAILED
 DONE/FAILED  anything                        --        OutOfOrderFrame
 ===========  ==============================  ========  ==========================
+
+After the reader sends ``resume`` with a new attempt (:meth:`WorkerStream.resumed`),
+tokens and ``paused`` frames of older attempts are stale, sent before the worker
+saw the resume: :meth:`WorkerStream.receive` returns False for them and the
+reader drops them.  The first token of the new attempt must be at ``from_seq``.
 """
 
 from __future__ import annotations
@@ -71,17 +76,38 @@ class WorkerStream:
         """Whether the stream has ended, with ``done`` or ``error``."""
         return self.phase in (StreamPhase.DONE, StreamPhase.FAILED)
 
-    def receive(self, frame: Frame) -> None:
+    def receive(self, frame: Frame) -> bool:
         """Check ``frame`` against the grammar and advance.
+
+        Returns:
+            False for a stale frame (of an attempt older than the last resume), which the
+            reader drops; True otherwise.
 
         Raises:
             OutOfOrderFrame: ``frame`` is not allowed here; the stream is failed.
         """
+        if isinstance(frame, TokenFrame | PausedFrame) and self._is_stale(frame):
+            return False
         try:
             self._check(frame)
         except OutOfOrderFrame:
             self.phase = StreamPhase.FAILED
             raise
+        return True
+
+    def resumed(self, *, attempt: int, from_seq: int) -> None:
+        """The reader sent ``resume`` with ``attempt``: tokens of that attempt start at ``from_seq``."""
+        if attempt <= self.attempt:
+            raise OutOfOrderFrame(
+                f"request {self.request_id}: resume attempt {attempt} is not newer than {self.attempt}"
+            )
+        self.attempt = attempt
+        self.next_seq = from_seq
+        if not self.finished:
+            self.phase = StreamPhase.OPEN
+
+    def _is_stale(self, frame: TokenFrame | PausedFrame) -> bool:
+        return frame.request_id == self.request_id and frame.attempt < self.attempt and not self.finished
 
     def _check(self, frame: Frame) -> None:
         if self.finished:

@@ -205,7 +205,10 @@ class Pause:
 
 @dataclass(frozen=True, slots=True)
 class Resume:
-    """Tell ``worker`` to continue at ``from_seq``; ``token_ids`` are every id delivered so far."""
+    """Tell ``worker`` to continue at ``from_seq`` after taking ``token_ids``, the delivered ids it lacks.
+
+    They are the ids of positions ``from_seq - len(token_ids)`` on (``docs/protocol.md`` §3.2).
+    """
 
     worker: str
     from_seq: int
@@ -493,8 +496,9 @@ class SwarmMachine:
             self._fail()
 
     def _resume(self, worker: _Worker) -> None:
+        held = worker.holds(self.delivered)
         worker.token_ids = list(self.delivered)
-        self._actions.append(Resume(worker.name, len(self.delivered), tuple(self.delivered)))
+        self._actions.append(Resume(worker.name, len(self.delivered), tuple(self.delivered[held:])))
 
     def _release_followers(self) -> None:
         self._released = True

@@ -44,6 +44,8 @@ __all__ = ["node_command", "run_node"]
     show_default=True,
     help="Requests accepted at once before the node reports BUSY.",
 )
+@click.option("--fault-token-delay-ms", type=click.FloatRange(min=0), default=0.0, hidden=True,
+              help="Testing only: delay each token frame by this many milliseconds.")
 @click.option("--log-level", default="WARNING", show_default=True, help="Python logging level.")
 def node_command(
     router: str,
@@ -52,6 +54,7 @@ def node_command(
     n_ctx: int,
     n_threads: int | None,
     max_in_flight: int,
+    fault_token_delay_ms: float,
     log_level: str,
 ) -> None:
     """Run a worker that serves a GGUF model to the mesh."""
@@ -63,6 +66,7 @@ def node_command(
         n_ctx=n_ctx,
         n_threads=n_threads,
         max_in_flight=max_in_flight,
+        fault_token_delay_s=fault_token_delay_ms / 1000,
     )
     try:
         asyncio.run(run_node(config, announce=click.echo))

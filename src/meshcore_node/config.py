@@ -44,6 +44,7 @@ class NodeConfig:
     engine_restart: Backoff = field(default_factory=lambda: Backoff(initial_s=0.1, max_s=5.0))
     limits: FrameLimits = field(default_factory=FrameLimits)
     open_timeout_s: float = 10.0
+    fault_token_delay_s: float = 0.0
     ice_host_addresses: tuple[str, ...] | None = None
     stun_retry_rto_s: float = 0.1
     ticket_issuer: str = "meshcore-router"

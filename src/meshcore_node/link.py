@@ -33,6 +33,7 @@ from meshcore_sdk.protocol import (
     RegisteredFrame,
     RegisterFrame,
     Role,
+    TokenFrame,
     WelcomeFrame,
     decode_frame,
     encode_frame,
@@ -173,8 +174,11 @@ class ControlLink:
     async def _send_loop(self, websocket: ClientConnection) -> None:
         assert self._outbox is not None
         outbox = self._outbox
+        delay_s = self._config.fault_token_delay_s
         while True:
             frame = await outbox.get()
+            if delay_s and isinstance(frame, TokenFrame):
+                await asyncio.sleep(delay_s)  # the fault layer: a slow machine, on purpose
             await websocket.send(encode_frame(frame))
 
     async def _heartbeat_loop(self, interval_s: float) -> None:

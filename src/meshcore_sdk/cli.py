@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import json
 import signal
-import time
 import tomllib
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -26,13 +25,12 @@ import click
 import httpx
 from rich.console import Console
 from rich.live import Live
-from rich.panel import Panel
 from rich.table import Table
-from rich.text import Text
 
 from meshcore_sdk._client import AsyncClient
 from meshcore_sdk.mesh import LocalMesh, MeshConfig
 from meshcore_sdk.protocol.errors import MeshError
+from meshcore_sdk.swarm.view import SwarmView
 
 __all__ = ["main"]
 
@@ -178,11 +176,18 @@ def up(nodes: int, port: int, model: Path | None) -> None:
 
 
 @main.command()
-@click.option("--nodes", type=click.IntRange(min=1), default=3, show_default=True, help="Local worker nodes.")
+@click.option("--nodes", type=click.IntRange(min=2), default=3, show_default=True, help="Local worker nodes.")
 @click.option("--prompt", default=_DEMO_PROMPT, show_default=False, help="The text to continue.")
-@click.option("--max-tokens", type=click.IntRange(min=1), default=96, show_default=True)
-def demo(nodes: int, prompt: str, max_tokens: int) -> None:
-    """Start a local mesh on the bundled model and stream one answer from it."""
+@click.option("--max-tokens", type=click.IntRange(min=2), default=96, show_default=True)
+@click.option(
+    "--kill-leader-at",
+    type=click.IntRange(min=0),
+    default=24,
+    show_default=True,
+    help="SIGKILL the leading worker after this many tokens (0: never), to show a failover.",
+)
+def demo(nodes: int, prompt: str, max_tokens: int, kill_leader_at: int) -> None:
+    """A local mesh on the bundled model, a swarm request shown live, and its leader killed mid-stream."""
 
     async def run() -> None:
         console = Console()
@@ -190,40 +195,27 @@ def demo(nodes: int, prompt: str, max_tokens: int) -> None:
             with console.status(f"starting a local mesh: a router and {nodes} nodes on the bundled model"):
                 mesh = await stack.enter_async_context(LocalMesh(MeshConfig(nodes=nodes)))
             console.print(_node_table(await mesh.nodes_status()))
-            await _stream_demo(console, mesh.router_url, prompt, max_tokens)
+            await _swarm_demo(console, mesh, prompt, max_tokens, kill_leader_at)
 
     _run(run())
 
 
-async def _stream_demo(console: Console, router_url: str, prompt: str, max_tokens: int) -> None:
-    async with AsyncClient(router_url=router_url) as client:
-        models = await client.models.list()
-        model = models.data[0].id
-        started = time.monotonic()
-        first_token_s: float | None = None
-        text, worker, tokens = "", "?", 0
+async def _swarm_demo(console: Console, mesh: LocalMesh, prompt: str, max_tokens: int, kill_leader_at: int) -> None:
+    async with AsyncClient(router_url=mesh.router_url, mode="swarm", swarm_size=len(mesh.nodes)) as client:
+        model = (await client.models.list()).data[0].id
         stream = await client.completions.create(
             model=model, prompt=prompt, max_tokens=max_tokens, stream=True, temperature=0
         )
-        with Live(console=console, refresh_per_second=20) as live:
+        view = SwarmView(stream, title=f"meshcore demo: {model}, swarm of {len(mesh.nodes)}")
+        tokens = 0
+        with Live(view, console=console, refresh_per_second=20):
             async with stream:
                 async for chunk in stream:
-                    now = time.monotonic()
-                    first_token_s = first_token_s if first_token_s is not None else now - started
-                    text += "".join(choice.text for choice in chunk.choices)
-                    worker = chunk.meshcore.worker_id or worker
+                    view.add(chunk)
                     tokens += chunk.meshcore.seq is not None
-                    live.update(_answer_panel(prompt, text, model, worker, tokens, first_token_s, now - started))
-
-
-def _answer_panel(
-    prompt: str, text: str, model: str, worker: str, tokens: int, first_token_s: float | None, elapsed_s: float
-) -> Panel:
-    body = Text(prompt, style="dim") + Text(text, style="bold")
-    rate = tokens / (elapsed_s - first_token_s) if first_token_s is not None and elapsed_s > first_token_s else 0.0
-    ttft = f"{first_token_s * 1000:.0f} ms" if first_token_s is not None else "-"
-    subtitle = f"{model} on {worker} · {tokens} tokens · first token {ttft} · {rate:.1f} tokens/s"
-    return Panel(body, title="meshcore demo", subtitle=subtitle)
+                    if tokens == kill_leader_at and chunk.meshcore.worker_id in mesh.nodes:
+                        mesh.nodes[chunk.meshcore.worker_id].send_signal(signal.SIGKILL)
+                        kill_leader_at = 0  # once
 
 
 def _node_table(nodes: list[dict[str, Any]]) -> Table:

@@ -19,6 +19,7 @@ EXPECTED = {
     "quickstart_async.py": "streamed:",
     "openai_client.py": "prompt tokens",
     "langchain_agent.py": "answer:",
+    "swarm_failover.py": "failover",  # starts its own mesh of three workers and kills the leader
 }
 
 

@@ -221,3 +221,24 @@ def test_a_resume_for_an_unknown_request_is_an_error(
     engine.submit(ResumeFrame(request_id="nobody", from_seq=3))
     engine.pump()
     assert isinstance(outbox.of("nobody")[-1], ErrorFrame)
+
+
+def test_a_held_resume_fills_the_cache_and_stays_paused(
+    pair: tuple[tuple[Engine, Outbox], tuple[Engine, Outbox]],
+) -> None:
+    (leader, led), (follower, fol) = pair
+    prompt = "1, 2, 3, 4, 5,"
+    leader.submit(generate("hold-ref", prompt, max_tokens=12))
+    leader.pump()
+    reference = led.ids("hold-ref")
+    follower.submit(generate("held", prompt, max_tokens=12))
+    step_until_tokens(follower, fol, "held", 1)
+    follower.submit(PauseFrame(request_id="held"))
+    follower.submit(ResumeFrame(request_id="held", from_seq=6, token_ids=reference[1:6], attempt=1, hold=True))
+    follower.pump()
+    last = fol.of("held")[-1]
+    assert isinstance(last, PausedFrame) and (last.next_seq, last.attempt) == (6, 1)
+    assert [t.attempt for t in fol.tokens("held")] == [0]  # the hold produced no token
+    follower.submit(ResumeFrame(request_id="held", from_seq=6, attempt=2))
+    follower.pump()
+    assert [t.token_id for t in fol.tokens("held") if t.attempt == 2] == reference[6:]

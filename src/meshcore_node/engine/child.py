@@ -95,6 +95,7 @@ class _Request:
     grammar: Grammar | None
     sent: int = 0  # the seq of the next token frame
     attempt: int = 0  # carried by its token frames; a resume may raise it
+    hold: bool = False  # a resume asked to take ids into the cache and pause again, without a token
     paused: bool = False
     records: list[TokenRecord] = field(default_factory=list)
     pending_logprobs: deque[TokenRecord] = field(default_factory=deque)
@@ -267,6 +268,7 @@ class Engine:
             if request.grammar is not None:
                 request.grammar = self._regrammar(request)
         request.paused = False
+        request.hold = frame.hold
         self._scheduler.resumed(frame.request_id, known=len(request.tokens), keep=request.n_prompt + keep)
 
     def _regrammar(self, request: _Request) -> Grammar:
@@ -300,7 +302,12 @@ class Engine:
                 self._fail(request, exc)
             return
         for request, row in zip(requests, rows, strict=True):
-            if row is not None:
+            if row is None:
+                continue
+            if request.hold:
+                request.hold = False  # caught up: the ids are in the cache; wait for the real resume
+                self._pause(request.request_id)
+            else:
                 self._advance(request, row)
 
     def _apply(self, action: SlotAction) -> None:

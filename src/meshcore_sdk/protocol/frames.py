@@ -232,7 +232,8 @@ class ResumeFrame(_Model):
     """Continue at ``from_seq``; ``token_ids`` are the ids of positions ``from_seq - len(token_ids)`` on (§3.2).
 
     With ``attempt`` set, the tokens the worker sends from now on carry it, so a reader can tell them
-    from tokens sent before the worker saw this frame.
+    from tokens sent before the worker saw this frame.  With ``hold``, the worker only takes the ids
+    into its cache and stays paused (answering ``paused``): a warm follower kept caught up.
     """
 
     type: Literal["resume"] = "resume"
@@ -240,6 +241,7 @@ class ResumeFrame(_Model):
     from_seq: Count
     token_ids: list[Count] = Field(default_factory=list, max_length=MAX_RESUME_TOKENS)
     attempt: Count | None = None
+    hold: bool = False
 
 
 class CancelFrame(_Model):

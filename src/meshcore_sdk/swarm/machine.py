@@ -26,7 +26,10 @@ and never again.  Tokens of cancelled or lost workers are dropped.
 
 Once the leader has delivered ``release_after_tokens`` tokens since it took
 over, all followers but the ``keep_warm_followers`` best are cancelled, so a
-long generation does not pin memory on every worker.  The best follower is the
+long generation does not pin memory on every worker.  From then on the warm
+followers are sent the delivered ids every ``catch_up_every_tokens`` tokens
+(a ``resume`` with ``hold``: prefill, no token, paused again), so that a later
+failover prefills only the last few ids and the stream barely stutters.  The best follower is the
 one holding the most of the answer, then the one that was fastest to its first
 token, then the lowest worker id.
 
@@ -37,7 +40,7 @@ RACING         token seq 0 from w         w is racing                  LeaderEle
 RACING         worker lost                others still racing          -
 RACING         worker lost                none left                    Fail
 RACING         timer                      first-token deadline         Cancel(all), Fail
-STREAMING      token from leader          seq == next                  Deliver (release followers when due)
+STREAMING      token from leader          seq == next                  Deliver (release, CatchUp when due)
 STREAMING      token from follower        -                            (remember what it holds)
 STREAMING      leader lost / timer        a follower is left           FailoverStarted, Resume(best)
 STREAMING      leader lost / timer        none left, catch-ups left    FailoverStarted, RequestWorker
@@ -68,6 +71,7 @@ from meshcore_sdk.protocol.errors import LocalProtocolError
 
 __all__ = [
     "Cancel",
+    "CatchUp",
     "Deliver",
     "Fail",
     "FailoverStarted",
@@ -103,6 +107,8 @@ class SwarmConfig:
         release_after_tokens: tokens a leader delivers before surplus followers are released.
         keep_warm_followers: followers kept paused once the leader is healthy.
         max_cold_catchups: fresh workers the swarm may ask for when no follower is left.
+        catch_up_every_tokens: once surplus followers are released, the warm ones are sent the
+            delivered ids whenever they lack this many (0: never), so a failover prefills little.
     """
 
     first_token_timeout_s: float = 30.0
@@ -115,6 +121,7 @@ class SwarmConfig:
     release_after_tokens: int = 16
     keep_warm_followers: int = 1
     max_cold_catchups: int = 1
+    catch_up_every_tokens: int = 8
 
 
 class Phase(enum.Enum):
@@ -216,6 +223,15 @@ class Resume:
 
 
 @dataclass(frozen=True, slots=True)
+class CatchUp:
+    """Tell paused ``worker`` to take ``token_ids`` (positions up to ``from_seq``) into its cache and stay paused."""
+
+    worker: str
+    from_seq: int
+    token_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Cancel:
     """Tell ``worker`` to stop and free its state."""
 
@@ -250,7 +266,9 @@ class Fail:
     causes: tuple[tuple[str, str], ...]
 
 
-SwarmAction = Deliver | LeaderElected | Pause | Resume | Cancel | RequestWorker | FailoverStarted | Finish | Fail
+SwarmAction = (
+    Deliver | LeaderElected | Pause | Resume | CatchUp | Cancel | RequestWorker | FailoverStarted | Finish | Fail
+)
 
 
 @dataclass
@@ -466,6 +484,8 @@ class SwarmMachine:
         self._actions.append(Deliver(worker.name, event.seq, event.token_id, event.text_bytes))
         if not self._released and self._term_tokens >= self._config.release_after_tokens:
             self._release_followers()
+        if self._released:
+            self._catch_up_followers()
 
     def _fail_over(self, reason: str, now: float, *, final: bool = False) -> None:
         """Find someone to continue: the best follower, else a fresh worker, else the old leader, else give up.
@@ -505,6 +525,14 @@ class SwarmMachine:
         followers = sorted(self._followers(), key=self._rank)
         for surplus in followers[self._config.keep_warm_followers :]:
             self._drop(surplus, "released: the leader is healthy")
+
+    def _catch_up_followers(self) -> None:
+        every = self._config.catch_up_every_tokens
+        for follower in self._followers():
+            held = follower.holds(self.delivered)
+            if every and len(self.delivered) - held >= every:
+                follower.token_ids = list(self.delivered)
+                self._actions.append(CatchUp(follower.name, len(self.delivered), tuple(self.delivered[held:])))
 
     def _drop(self, worker: _Worker, cause: str, *, cancel: bool = True) -> None:
         if worker.role is _Role.GONE:

@@ -76,6 +76,7 @@ from meshcore_sdk.protocol.errors import (
 from meshcore_sdk.swarm.budget import HedgeBudget
 from meshcore_sdk.swarm.machine import (
     Cancel,
+    CatchUp,
     Deliver,
     Fail,
     FailoverStarted,
@@ -355,6 +356,8 @@ class SwarmSource:
                 await self._send(PauseFrame(request_id=name))
             case Resume(worker=name, from_seq=from_seq, token_ids=token_ids):
                 await self._resume(self._legs[name], from_seq, token_ids)
+            case CatchUp(worker=name, from_seq=from_seq, token_ids=token_ids):
+                await self._resume(self._legs[name], from_seq, token_ids, hold=True)
             case Cancel(worker=name):
                 await self._cancel(self._legs[name], "released")
             case RequestWorker():
@@ -419,13 +422,14 @@ class SwarmSource:
         if self._formatter is not None:
             self._chunks.extend(self._formatter.done(self.done))
 
-    async def _resume(self, leg: _Leg, from_seq: int, token_ids: tuple[int, ...]) -> None:
+    async def _resume(self, leg: _Leg, from_seq: int, token_ids: tuple[int, ...], *, hold: bool = False) -> None:
         leg.attempt += 1
         leg.stream.resumed(attempt=leg.attempt, from_seq=from_seq)
         leg.tokens = {seq: frame for seq, frame in leg.tokens.items() if seq < from_seq}
-        await self._send(
-            ResumeFrame(request_id=leg.request_id, from_seq=from_seq, token_ids=list(token_ids), attempt=leg.attempt)
+        resume = ResumeFrame(
+            request_id=leg.request_id, from_seq=from_seq, token_ids=list(token_ids), attempt=leg.attempt, hold=hold
         )
+        await self._send(resume)
 
     async def _cancel(self, leg: _Leg, why: str) -> None:
         if leg.open:

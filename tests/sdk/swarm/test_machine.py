@@ -8,6 +8,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from meshcore_sdk.swarm.machine import (
     Cancel,
+    CatchUp,
     Deliver,
     Fail,
     FailoverStarted,
@@ -142,6 +143,17 @@ def test_followers_beyond_the_warm_one_are_released_once_the_leader_is_healthy()
     assert m.actions()[-2:] == [Cancel("b"), Cancel("c")]
 
 
+def test_the_warm_follower_is_kept_caught_up_so_a_failover_prefills_little() -> None:
+    m = started("ab", SwarmConfig(release_after_tokens=2, catch_up_every_tokens=3))
+    m.receive(token("a", 0), now=0.0)
+    for seq in range(1, 6):
+        m.receive(token("a", seq), now=0.1 * seq)
+    catch_ups = [action for action in m.actions() if isinstance(action, CatchUp)]
+    assert catch_ups == [CatchUp("b", 3, (100, 101, 102)), CatchUp("b", 6, (103, 104, 105))]
+    m.receive(WorkerLost("a", "gone"), now=1.0)
+    assert m.actions()[-1] == Resume("b", 6, ())
+
+
 def test_the_leader_finishing_finishes_the_swarm() -> None:
     m = started("ab")
     m.receive(token("a", 0), now=0.0)
@@ -207,6 +219,10 @@ class SwarmTraces(RuleBasedStateMachine):
                 assert self.completed_with == len(self.delivered)
             case Fail():
                 self.ended = True
+            case CatchUp(worker=worker, from_seq=from_seq, token_ids=token_ids):
+                assert from_seq == len(self.delivered)
+                assert token_ids == tuple(self.delivered[from_seq - len(token_ids) :])
+                self.next_seq[worker] = from_seq
             case Cancel() | Pause() | FailoverStarted():
                 pass
 

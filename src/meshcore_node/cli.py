@@ -44,8 +44,13 @@ __all__ = ["node_command", "run_node"]
     show_default=True,
     help="Requests accepted at once before the node reports BUSY.",
 )
-@click.option("--fault-token-delay-ms", type=click.FloatRange(min=0), default=0.0, hidden=True,
-              help="Testing only: delay each token frame by this many milliseconds.")
+@click.option(
+    "--fault-token-delay-ms",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    hidden=True,
+    help="Testing only: delay each token frame by this many milliseconds.",
+)
 @click.option("--log-level", default="WARNING", show_default=True, help="Python logging level.")
 def node_command(
     router: str,

@@ -69,7 +69,9 @@ from meshcore_sdk.errors import (
 )
 from meshcore_sdk.events import (
     DirectConnected,
+    Failover,
     FirstToken,
+    LeaderElected,
     RelayUsed,
     RequestRetried,
     ResponseStarted,
@@ -78,6 +80,8 @@ from meshcore_sdk.events import (
     StreamFinished,
     WorkerAssigned,
     WorkerDropped,
+    WorkerPaused,
+    WorkerReleased,
 )
 from meshcore_sdk.types import (
     ChatChoice,
@@ -153,6 +157,10 @@ __all__ = [
     "ConnectionLost",
     "ContextLengthExceeded",
     "DirectConnected",
+    "WorkerReleased",
+    "WorkerPaused",
+    "LeaderElected",
+    "Failover",
     "EngineCrashed",
     "ErrorCode",
     "FirstToken",

@@ -65,7 +65,7 @@ class AsyncClient:
         api_key: sent as a bearer token; default ``MESHCORE_API_KEY``, else none.
         mode: ``"proxy"`` (through the router's HTTP API) or ``"direct"`` (straight to a
             worker over WebRTC, with a ticket from the router; needs the ``direct`` extra).
-            ``"swarm"`` sends each streamed prompt to ``swarm_size`` workers at once through the
+            ``"swarm"`` sends each completion's prompt to ``swarm_size`` workers at once through the
             router; the first to answer leads, and a follower takes over mid-stream if it fails.
         swarm_size: how many workers a swarm request fans out to, 1 to 5.
         timeout: connect and read timeout in seconds (a read is one piece of a

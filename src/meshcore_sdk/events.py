@@ -12,9 +12,10 @@ Proxy mode records :class:`RequestRetried`, :class:`ResponseStarted`,
 :class:`WorkerAssigned`, :class:`FirstToken`, :class:`StreamFinished` and
 :class:`StreamFailed`.  Direct mode adds :class:`WorkerDropped` (a worker missed
 its connection deadline), :class:`DirectConnected` (the data channel opened, and
-whether a TURN relay carries it) and :class:`RelayUsed`.  Swarm mode will add its
-own kinds (a leader elected, a worker paused, a failover) as further subclasses of
-:class:`StreamEvent`; readers should skip kinds they do not know.
+whether a TURN relay carries it) and :class:`RelayUsed`.  Swarm mode adds
+:class:`LeaderElected`, :class:`WorkerPaused`, :class:`Failover` and
+:class:`WorkerReleased`.  Later versions may add kinds; readers should skip kinds
+they do not know.
 """
 
 from __future__ import annotations

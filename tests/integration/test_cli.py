@@ -63,7 +63,9 @@ async def _meshcore(*args: str) -> str:
     return out.decode()
 
 
-async def test_settings_come_from_flags_then_environment_then_config_file(tmp_path: Path, shared_mesh: LocalMesh) -> None:
+async def test_settings_come_from_flags_then_environment_then_config_file(
+    tmp_path: Path, shared_mesh: LocalMesh
+) -> None:
     dead = "http://127.0.0.1:9"  # nothing listens there
     config = tmp_path / "meshcore.toml"
     runner = CliRunner()

@@ -260,8 +260,8 @@ class SwarmSource:
         """The next chunk of the leader's answer, or None at its end.
 
         Raises:
-            SwarmExhausted: no worker could finish the answer.
-            MeshTimeout: nothing arrived for ``read_timeout_s``.
+            SwarmExhausted: no worker could finish the answer (every wait is bounded by the
+                machine's deadlines: the first token, the stall threshold, the failover).
         """
         while not self._chunks:
             if self._finished:

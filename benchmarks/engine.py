@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import socket
 import statistics
@@ -29,8 +28,6 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the engine child sets it; before llama.cpp loads
 
 import numpy as np
 

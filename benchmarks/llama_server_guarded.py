@@ -9,14 +9,11 @@ baseline neither crashes on AMX CPUs nor differs from the engine in its kernels.
 
 from __future__ import annotations
 
-import os
-
 from meshcore_node.engine.guard import guarded_model_params, needs_amx_guard
 
 
 def main() -> None:
     """Run the server with the guard decided for this CPU."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from llama_cpp.server.__main__ import main as server_main
 
     with guarded_model_params(needs_amx_guard()):

@@ -45,6 +45,12 @@ __all__ = ["node_command", "run_node"]
     help="Requests accepted at once before the node reports BUSY.",
 )
 @click.option(
+    "--passive-threads/--spinning-threads",
+    default=False,
+    show_default=True,
+    help="Let idle llama.cpp threads sleep at once (for machines that run several nodes).",
+)
+@click.option(
     "--fault-token-delay-ms",
     type=click.FloatRange(min=0),
     default=0.0,
@@ -59,6 +65,7 @@ def node_command(
     n_ctx: int,
     n_threads: int | None,
     max_in_flight: int,
+    passive_threads: bool,
     fault_token_delay_ms: float,
     log_level: str,
 ) -> None:
@@ -71,6 +78,7 @@ def node_command(
         n_ctx=n_ctx,
         n_threads=n_threads,
         max_in_flight=max_in_flight,
+        passive_threads=passive_threads,
         fault_token_delay_s=fault_token_delay_ms / 1000,
     )
     try:

@@ -82,6 +82,7 @@ class Node:
                 n_ctx=config.n_ctx,
                 n_threads=config.n_threads,
                 max_sequences=config.max_in_flight,
+                passive_threads=config.passive_threads,
             ),
             on_message=self._from_engine,
             on_state_change=lambda state: self._maybe_status_changed(),

@@ -46,6 +46,8 @@ class MeshConfig:
         n_ctx: each node's context size in tokens.
         start_timeout_s: how long the whole mesh may take to become READY, in seconds.
         log_dir: where each process's output goes (None: a new temporary directory).
+        passive_threads: nodes' idle llama.cpp threads sleep at once instead of spinning (None: when
+            more than one node shares this machine).
         python: the interpreter that runs the parts.
     """
 
@@ -57,6 +59,7 @@ class MeshConfig:
     n_ctx: int = 4096
     start_timeout_s: float = 180.0
     log_dir: Path | None = None
+    passive_threads: bool | None = None
     python: str = field(default_factory=lambda: sys.executable)
 
 
@@ -122,6 +125,9 @@ class LocalMesh:
             args += ["--model", str(self.config.model_path)]
         if self.config.node_threads is not None:
             args += ["--threads", str(self.config.node_threads)]
+        passive = self.config.passive_threads
+        if passive if passive is not None else self.config.nodes > 1:
+            args.append("--passive-threads")
         process = await self._spawn(node_id, [*args, *extra_args])
         self.nodes[node_id] = process
         return process

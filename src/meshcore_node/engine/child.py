@@ -485,9 +485,10 @@ def main(argv: list[str]) -> int:
     except (IndexError, ValidationError) as exc:
         sys.stderr.write(f"usage: python -m meshcore_node.engine.child '<EngineConfig JSON>': {exc}\n")
         return 2
-    # Idle llama.cpp threads sleep instead of spinning: a spinning OpenMP pool on a busy machine makes every
-    # decode many times slower (docs/engine.md).  Set before llama.cpp (and its OpenMP runtime) loads.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if config.passive_threads:
+        # Idle llama.cpp threads sleep at once instead of spinning, which spares the cores when several
+        # engines share a machine (docs/engine.md).  Set before llama.cpp (and its OpenMP runtime) loads.
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     out = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     llama = load_context(config)

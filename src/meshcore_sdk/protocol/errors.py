@@ -50,7 +50,7 @@ This module is pure: it imports nothing but the standard library.
 from __future__ import annotations
 
 import enum
-from typing import Any, ClassVar, Final
+from typing import ClassVar, Final
 
 __all__ = [
     "ERROR_TABLE",
@@ -408,8 +408,19 @@ class SwarmExhausted(MeshError):
     http_status = 502
     default_retryable = True
 
-    def __init__(self, message: str, *, failures: dict[str, str] | None = None, **kwargs: Any) -> None:
-        super().__init__(message, **kwargs)
+    def __init__(
+        self,
+        message: str,
+        *,
+        failures: dict[str, str] | None = None,
+        request_id: str | None = None,
+        worker_id: str | None = None,
+        retry_after_s: float | None = None,
+        retryable: bool | None = None,
+    ) -> None:
+        super().__init__(
+            message, request_id=request_id, worker_id=worker_id, retry_after_s=retry_after_s, retryable=retryable
+        )
         self.failures = dict(failures or {})
 
 

@@ -37,17 +37,22 @@ def outputs(cell: Any, mime: str) -> str:
     )
 
 
-def test_the_notebook_runs_headless_and_shows_the_stream(kernel_from_this_python: str, tmp_path: Path) -> None:
+def test_the_notebook_runs_headless_and_shows_the_swarm_failover(kernel_from_this_python: str, tmp_path: Path) -> None:
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     client = nbclient.NotebookClient(
         notebook, kernel_name=kernel_from_this_python, timeout=180, resources={"metadata": {"path": str(tmp_path)}}
     )
     client.execute()
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
-    models, streamed, final_state, events, completion = code[1], code[2], code[3], code[4], code[5]
+    models, completion, live, final_view, events = code[1], code[2], code[3], code[4], code[5]
     assert "gemma-3-270m" in outputs(models, "text/html")
-    assert outputs(streamed, "stream").strip()
-    state = outputs(final_state, "text/html")
-    assert "first_token" in state and "finished" in state and "tokens:" in state
-    assert "first_token" in outputs(events, "stream")
     assert "model: gemma-3-270m" in outputs(completion, "text/html")
+    killed = outputs(live, "text/plain").split("'")[-2]  # the cell's value: the killed leader's node id
+    assert killed in outputs(live, "text/html")  # the display, updated in place to its last state
+    assert len(final_view["outputs"]) == 1  # the view alone, with no copy that rich displays on its own
+    view = outputs(final_view, "text/plain")
+    assert "failover at" in view and f"{killed} ->" in view and "failover" in outputs(final_view, "text/html")
+    assert f"{killed}  lost" in view and "leader" in view and "released" in view
+    assert "6, 7, 8, 9, 10, 11, 12, 13, 14, 15," in " ".join(view.replace("│", " ").split())
+    printed = outputs(events, "stream")
+    assert "leader_elected" in printed and "failover" in printed

@@ -9,7 +9,14 @@ was released or lost, each failover, the inter-token gaps and the text so far::
         async for chunk in stream:
             view.add(chunk)
 
-In a notebook, displaying the view (or ``stream``) renders its current state.
+In a notebook, displaying the view renders its current state as HTML, with the same
+drawing as plain text beside it; rich ``Live`` needs ipywidgets there, so update a display
+handle instead::
+
+    handle = display(view, display_id=True)
+    for chunk in stream:
+        view.add(chunk)
+        handle.update(view)
 """
 
 from __future__ import annotations
@@ -87,10 +94,26 @@ class SwarmView:
             parts.insert(1, _failover_lines(failovers))
         return Panel(Group(*parts), title=self._title)
 
+    def __repr__(self) -> str:
+        events = self._stream.events
+        leaders = [e.worker_id for e in events if isinstance(e, LeaderElected)]
+        failovers = sum(isinstance(e, Failover) for e in events)
+        leader = leaders[-1] if leaders else None
+        return f"<SwarmView {len(self._gaps.times_s)} tokens, leader {leader}, {failovers} failover(s)>"
+
     def _repr_html_(self) -> str:
-        console = Console(record=True, width=100, file=io.StringIO())
+        return self._recorded().export_html(inline_styles=True)
+
+    def _repr_mimebundle_(self, include: object = None, exclude: object = None) -> dict[str, str]:
+        """The view as HTML for notebooks, and the same drawing as text for plain front ends."""
+        console = self._recorded()
+        return {"text/plain": console.export_text(clear=False), "text/html": console.export_html(inline_styles=True)}
+
+    def _recorded(self) -> Console:
+        # force_jupyter=False: inside a kernel, rich would otherwise display what it prints, a second copy
+        console = Console(record=True, width=100, file=io.StringIO(), force_jupyter=False)
         console.print(self)
-        return console.export_html(inline_styles=True)
+        return console
 
     def _workers(self, events: Sequence[StreamEvent]) -> dict[str, _Worker]:
         workers: dict[str, _Worker] = {}

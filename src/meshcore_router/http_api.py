@@ -9,6 +9,8 @@ so that a request the node refuses at once (say, a prompt too long for the
 model) still gets a real error status.  After that, a failure is one
 ``data: {"error": ...}`` event and the end of the stream, without ``[DONE]``.
 A client that goes away (streaming or not) gets its request cancelled on the node.
+A request that must call a tool (see :mod:`meshcore_sdk.openai_tools`) is constrained
+by a grammar; its streamed tokens are buffered and sent as tool-call chunks at the end.
 """
 
 from __future__ import annotations
@@ -239,6 +241,7 @@ async def _generate(
         request_id=request_id,
         worker_id=dispatch.worker_id,
         include_usage=body.include_usage,
+        tools=body.forced_functions if isinstance(body, ChatCompletionRequest) else (),
     )
     if body.stream:
         return await _stream(request, dispatch, meta)
@@ -300,7 +303,7 @@ async def _stream(request: Request, dispatch: Dispatch, meta: ResponseMeta) -> R
 
 def _events(formatter: ChunkFormatter, frame: WorkerFrame) -> list[str]:
     if isinstance(frame, TokenFrame):
-        return [sse_event(formatter.token(frame))]
+        return [sse_event(chunk) for chunk in formatter.feed(frame)]  # a tool call is buffered until done
     if isinstance(frame, DoneFrame):
         return [sse_event(chunk) for chunk in formatter.done(frame)]
     return []  # accepted and paused frames have no OpenAI chunk

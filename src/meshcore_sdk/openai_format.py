@@ -7,10 +7,12 @@ frames are turned into chunks (:class:`ChunkFormatter`) or one completion
 (:func:`completion_body`); errors into OpenAI's error body.
 
 Normalisations: ``developer`` is read as ``system``; content given as a list of
-text parts is joined with newlines; ``max_completion_tokens`` wins over
+text parts is joined with newlines (``tool_call`` parts, which repeat ``tool_calls``, are
+dropped); ``max_completion_tokens`` wins over
 ``max_tokens``; ``stop`` may be one string or a list; llama.cpp's ``top_k``,
 ``min_p`` and ``repeat_penalty`` arrive as top-level fields (the SDKs'
-``extra_body``).
+``extra_body``).  Tools (``tools``, ``tool_choice``, assistant ``tool_calls``
+and ``tool`` messages) are turned into a grammar and text by :mod:`openai_tools`.
 """
 
 from __future__ import annotations
@@ -20,8 +22,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from meshcore_sdk.openai_tools import (
+    FunctionSpec,
+    NamedToolChoice,
+    ToolCallIn,
+    ToolChoiceMode,
+    ToolSpec,
+    forced_tools,
+    instruction_text,
+    parse_tool_call,
+    render_calls,
+    tool_call_body,
+    tool_schema,
+)
 from meshcore_sdk.protocol import (
     ChatMessage,
     DoneFrame,
@@ -70,6 +85,8 @@ class ChatMessageIn(_Tolerant):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str = ""
     name: str | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    tool_call_id: str | None = None
 
     @field_validator("content", mode="before")
     @classmethod
@@ -80,6 +97,8 @@ class ChatMessageIn(_Tolerant):
             return value
         texts = []
         for part in value:
+            if isinstance(part, Mapping) and part.get("type") == "tool_call":
+                continue  # LangChain's v1 content repeats the message's tool_calls as blocks
             if not (isinstance(part, Mapping) and part.get("type") == "text" and isinstance(part.get("text"), str)):
                 raise ValueError("only text content parts ({'type': 'text', 'text': ...}) are supported")
             texts.append(part["text"])
@@ -146,6 +165,25 @@ class ChatCompletionRequest(_GenerationRequest):
     max_completion_tokens: int | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = None
+    tools: list[ToolSpec] = Field(default_factory=list)
+    tool_choice: ToolChoiceMode | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None  # accepted; an answer makes one call
+
+    @field_validator("tools", mode="before")
+    @classmethod
+    def _no_tools(cls, value: object) -> object:
+        return [] if value is None else value
+
+    @model_validator(mode="after")
+    def _tools_make_sense(self) -> ChatCompletionRequest:
+        if forced_tools(self.tools, self.tool_choice) and self.response_format is not None:
+            raise ValueError("response_format cannot be combined with a tool call")
+        return self
+
+    @property
+    def forced_functions(self) -> tuple[FunctionSpec, ...]:
+        """The functions the answer must call one of (empty: a free text answer)."""
+        return forced_tools(self.tools, self.tool_choice)
 
     def _logprob_params(self) -> dict[str, Any]:
         if not self.logprobs:
@@ -155,16 +193,41 @@ class ChatCompletionRequest(_GenerationRequest):
     def to_frame(self, request_id: str) -> GenerateFrame:
         """The ``generate`` frame for this request (raises pydantic's ValidationError)."""
         limit = self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
-        messages = [
-            ChatMessage(role="system" if m.role == "developer" else m.role, content=m.content, name=m.name)
-            for m in self.messages
-        ]
-        params = SamplingParams.model_validate(self._sampling(limit, None))
+        functions = self.forced_functions
+        sampling = self._sampling(limit, None)
+        if functions:
+            sampling["response_format"] = {"type": "json_schema", "json_schema": tool_schema(functions)}
+        params = SamplingParams.model_validate(sampling)
+        messages = _chat_messages(self.messages, instruction_text(functions) if functions else None)
         return GenerateFrame(request_id=request_id, model=self.model, messages=messages, params=params)
 
     def max_tokens_param(self) -> str:
         """The field that set the token limit, for error messages."""
         return "max_completion_tokens" if self.max_completion_tokens is not None else "max_tokens"
+
+
+def _chat_messages(messages: Sequence[ChatMessageIn], instructions: str | None) -> list[ChatMessage]:
+    """The frame's messages: tool history as text, ``instructions`` first in the first system message."""
+    rendered: list[ChatMessage] = []
+    names = {call.id: call.function.name for m in messages for call in m.tool_calls or ()}
+    for m in messages:
+        if m.role == "tool":
+            name = names.get(m.tool_call_id or "", m.name or "the tool")
+            text = f"Result of {name}: {m.content}"
+            if rendered and rendered[-1].role == "user" and rendered[-1].content.startswith("Result of "):
+                text = f"{rendered.pop().content}\n{text}"
+            rendered.append(ChatMessage(role="user", content=text))
+        elif m.role == "assistant" and m.tool_calls:
+            rendered.append(ChatMessage(role="assistant", content=render_calls(m.tool_calls), name=m.name))
+        else:
+            role = "system" if m.role == "developer" else m.role
+            rendered.append(ChatMessage(role=role, content=m.content, name=m.name))
+    if instructions is None:
+        return rendered
+    if rendered and rendered[0].role == "system":
+        first = rendered[0]
+        return [first.model_copy(update={"content": f"{instructions}\n\n{first.content}"}), *rendered[1:]]
+    return [ChatMessage(role="system", content=instructions), *rendered]
 
 
 class CompletionRequest(_GenerationRequest):
@@ -267,6 +330,7 @@ class ResponseMeta:
     request_id: str
     worker_id: str
     include_usage: bool = False
+    tools: tuple[FunctionSpec, ...] = ()  # the answer is a call to one of these (constrained by a grammar)
 
     @property
     def object_name(self) -> str:
@@ -290,11 +354,19 @@ class ChunkFormatter:
         self._meta = meta
         self._assembler = Utf8Assembler()
         self._first = True
+        self._buffered: list[str] = []
 
     @property
     def meta(self) -> ResponseMeta:
         """What every chunk of this answer repeats."""
         return self._meta
+
+    def feed(self, frame: TokenFrame) -> list[dict[str, Any]]:
+        """The chunks one token gives: none while a tool call is being buffered."""
+        if self._meta.tools:
+            self._buffered.append(self._assembler.feed(frame.text_bytes))
+            return []
+        return [self.token(frame)]
 
     def token(self, frame: TokenFrame) -> dict[str, Any]:
         """The chunk that carries one token."""
@@ -307,12 +379,34 @@ class ChunkFormatter:
     def done(self, frame: DoneFrame) -> list[dict[str, Any]]:
         """The last chunk (with ``finish_reason``) and, if asked for, the usage chunk."""
         tail = self._assembler.flush()
-        chunks = [self._chunk(tail, finish_reason=frame.finish_reason.value, seq=None, token_id=None, attempt=0)]
+        if self._meta.tools:
+            chunks = self._tool_chunks("".join(self._buffered) + tail, frame)
+        else:
+            chunks = [self._chunk(tail, finish_reason=frame.finish_reason.value, seq=None, token_id=None, attempt=0)]
         if self._meta.include_usage:
             usage_chunk = self._envelope(seq=None, token_id=None, attempt=0)
             usage_chunk["choices"] = []
             usage_chunk["usage"] = _usage(frame)
             chunks.append(usage_chunk)
+        return chunks
+
+    def _tool_chunks(self, text: str, done: DoneFrame) -> list[dict[str, Any]]:
+        """OpenAI's chunks of one tool call: id and name, then the arguments, then the finish."""
+        call = parse_tool_call(text, self._meta.tools)
+        if call is None:
+            return [self._chunk(text, finish_reason=done.finish_reason.value, seq=None, token_id=None, attempt=0)]
+        body = tool_call_body(call, self._meta.request_id)
+        head = {**body, "index": 0, "function": {"name": call.name, "arguments": ""}}
+        deltas: list[tuple[dict[str, Any], str | None]] = [
+            ({"role": "assistant", "content": None, "tool_calls": [head]}, None),
+            ({"tool_calls": [{"index": 0, "function": {"arguments": call.arguments}}]}, None),
+            ({}, "tool_calls"),
+        ]
+        chunks = []
+        for delta, finish_reason in deltas:
+            chunk = self._envelope(seq=None, token_id=None, attempt=0)
+            chunk["choices"] = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]
+            chunks.append(chunk)
         return chunks
 
     def _chunk(
@@ -389,7 +483,16 @@ def completion_body(
         "logprobs": logprobs_body(meta.kind, tokens),
         "finish_reason": done.finish_reason.value,
     }
-    if meta.kind == "chat":
+    call = parse_tool_call(text, meta.tools) if meta.tools else None
+    if call is not None:
+        choice["message"] = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [tool_call_body(call, meta.request_id)],
+        }
+        choice["finish_reason"] = "tool_calls"
+        choice["logprobs"] = None
+    elif meta.kind == "chat":
         choice["message"] = {"role": "assistant", "content": text}
     else:
         choice["text"] = text

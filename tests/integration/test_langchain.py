@@ -34,9 +34,25 @@ def _on_the_shared_mesh(shared_mesh: LocalMesh, monkeypatch: pytest.MonkeyPatch)
     yield
 
 
-NO_TOOL_GRAMMAR = (
-    "the router does not yet turn `tools`/`tool_choice` into a grammar (the engine's grammar-constrained "
-    "tool calls are in progress), so the 270M base model answers in prose and the reply has no tool_calls"
+TOOL_MAX_TOKENS = 64
+"""A forced tool call is a JSON object of 20 to 40 tokens: MAX_TOKENS would cut it off before it parses."""
+TOOL = {"max_tokens": TOOL_MAX_TOKENS}
+WRONG_ARGUMENT = (
+    "the router's grammar forces a well-formed call to magic_function with an integer `input`, but the "
+    "270M base model picks the number badly (it answers 3000000000000000 or 3675000000000001, not 3)"
+)
+EMPTY_ARGUMENT = (
+    "the call is well-formed, but the 270M base model sometimes gives `answer_style` an empty string, which "
+    "the test refuses (it passes on some runs)"
+)
+CALL_CUT_OFF = (
+    "flaky (passed in 4 of 6 runs): when it fails, the first answer has no tool_call block; the grammar only "
+    "lets the model write a prefix of a call, so the call was cut off at TOOL_MAX_TOKENS (the 270M base "
+    "model's `location` string runs long)"
+)
+UNICODE_ARGUMENT = (
+    "the call is well-formed, but the 270M base model starts the string argument in English ('Unico...') "
+    "and does not write the Japanese text the test looks for"
 )
 JSON_CUT_OFF = (
     "the router constrains `response_format` json_schema with a grammar, but this suite runs with "
@@ -68,35 +84,38 @@ class TestChatMeshcoreOnALocalMesh(ChatModelIntegrationTests):
     def supports_json_mode(self) -> bool:
         return True
 
-    @pytest.mark.xfail(reason=NO_TOOL_GRAMMAR)
-    @pytest.mark.parametrize("model", [{}, {"output_version": "v1"}], indirect=True)
+    @pytest.mark.xfail(reason=WRONG_ARGUMENT, strict=False)
+    @pytest.mark.parametrize("model", [TOOL, {**TOOL, "output_version": "v1"}], indirect=True)
     def test_tool_calling(self, model: BaseChatModel) -> None:
         super().test_tool_calling(model)
 
-    @pytest.mark.xfail(reason=NO_TOOL_GRAMMAR)
+    @pytest.mark.xfail(reason=UNICODE_ARGUMENT, strict=False)
+    @pytest.mark.parametrize("model", [TOOL], indirect=True)
     def test_unicode_tool_call_integration(
         self, model: BaseChatModel, *, tool_choice: str | None = None, force_tool_call: bool = True
     ) -> None:
         super().test_unicode_tool_call_integration(model, tool_choice=tool_choice, force_tool_call=force_tool_call)
 
-    @pytest.mark.xfail(reason=NO_TOOL_GRAMMAR)
+    @pytest.mark.xfail(reason=WRONG_ARGUMENT, strict=False)
+    @pytest.mark.parametrize("model", [TOOL], indirect=True)
     async def test_tool_calling_async(self, model: BaseChatModel) -> None:
         await super().test_tool_calling_async(model)
 
-    @pytest.mark.xfail(reason=NO_TOOL_GRAMMAR)
+    @pytest.mark.xfail(reason=EMPTY_ARGUMENT, strict=False)
+    @pytest.mark.parametrize("model", [TOOL], indirect=True)
     def test_bind_runnables_as_tools(self, model: BaseChatModel) -> None:
         super().test_bind_runnables_as_tools(model)
 
-    @pytest.mark.xfail(reason=NO_TOOL_GRAMMAR)
+    @pytest.mark.parametrize("model", [TOOL], indirect=True)
     def test_tool_choice(self, model: BaseChatModel) -> None:
         super().test_tool_choice(model)
 
-    @pytest.mark.xfail(reason=NO_TOOL_GRAMMAR)
+    @pytest.mark.parametrize("model", [TOOL], indirect=True)
     def test_tool_calling_with_no_arguments(self, model: BaseChatModel) -> None:
         super().test_tool_calling_with_no_arguments(model)
 
-    @pytest.mark.xfail(reason=NO_TOOL_GRAMMAR)
-    @pytest.mark.parametrize("model", [{}, {"output_version": "v1"}], indirect=True)
+    @pytest.mark.xfail(reason=CALL_CUT_OFF, strict=False)
+    @pytest.mark.parametrize("model", [TOOL, {**TOOL, "output_version": "v1"}], indirect=True)
     def test_agent_loop(self, model: BaseChatModel) -> None:
         super().test_agent_loop(model)
 

@@ -9,6 +9,7 @@ the other token, however correct the swarm.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import signal
 from collections.abc import AsyncIterator
@@ -190,3 +191,38 @@ async def test_with_a_seed_the_text_after_a_failover_is_the_text_without_one(swa
     answer = await swarm(swarm_mesh, on_chunk=kill, temperature=0.7, seed=7)
     assert_exactly_once(answer, expected)
     await restore(swarm_mesh)
+
+
+async def test_a_whole_completion_in_swarm_mode_is_the_leaders_answer(swarm_mesh: LocalMesh) -> None:
+    expected = await reference(swarm_mesh, temperature=0)
+    async with AsyncClient(router_url=swarm_mesh.router_url, mode="swarm", swarm_size=3) as client:
+        completion = await client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=MAX_TOKENS, temperature=0)
+    assert completion.choices[0].text == expected.text
+    assert completion.usage is not None and completion.usage.completion_tokens == len(expected.token_ids)
+
+
+async def test_tool_calls_come_back_as_calls_in_swarm_mode(swarm_mesh: LocalMesh) -> None:
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "add",
+            "description": "Add two integers.",
+            "parameters": {
+                "type": "object",
+                "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+                "required": ["a", "b"],
+            },
+        },
+    }
+    async with AsyncClient(router_url=swarm_mesh.router_url, mode="swarm", swarm_size=2) as client:
+        completion = await client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "What is 2 plus 3?"}],
+            max_tokens=48,
+            temperature=0,
+            extra_body={"tools": [tool], "tool_choice": "required"},
+        )
+    choice = completion.model_dump()["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    (call,) = choice["message"]["tool_calls"]
+    assert call["function"]["name"] == "add" and set(json.loads(call["function"]["arguments"])) == {"a", "b"}

@@ -17,6 +17,7 @@ from typing import Any, Final, Literal
 from aiortc import RTCDataChannel, RTCPeerConnection
 
 from meshcore_sdk.openai_format import ChunkFormatter, ResponseMeta
+from meshcore_sdk.openai_tools import FunctionSpec
 from meshcore_sdk.protocol import (
     AcceptedFrame,
     CancelFrame,
@@ -59,8 +60,10 @@ class ChannelSource:
         include_usage: bool,
         read_timeout_s: float | None,
         limits: FrameLimits,
+        tools: tuple[FunctionSpec, ...] = (),
     ) -> None:
         self.pc = pc
+        self._tools = tools
         self.channel = channel
         self._kind: Literal["chat", "text"] = kind
         self._model = model
@@ -139,7 +142,7 @@ class ChannelSource:
                 self._formatter_of()
                 return []
             case TokenFrame():
-                return [self._formatter_of().token(frame)]
+                return self._formatter_of().feed(frame)
             case DoneFrame():
                 self.done = frame
                 return self._formatter_of().done(frame)
@@ -164,6 +167,7 @@ class ChannelSource:
                 request_id=self.request_id,
                 worker_id=self.worker_id,
                 include_usage=self._include_usage,
+                tools=self._tools,
             )
             self._formatter = ChunkFormatter(meta)
         return self._formatter

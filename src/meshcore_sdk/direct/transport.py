@@ -31,17 +31,14 @@ import pydantic
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from meshcore_sdk._base import Runtime
+from meshcore_sdk._framed import request_through_stream
 from meshcore_sdk.config import ClientConfig, DirectOptions
 from meshcore_sdk.direct.ice import host_addresses, rtc_configuration, selected_pair, tune_aioice
 from meshcore_sdk.direct.source import ChannelSource
 from meshcore_sdk.events import DirectConnected, EventLog, RelayUsed, ResponseStarted, WorkerDropped
 from meshcore_sdk.openai_format import (
-    CHAT_PATH,
-    TEXT_PATH,
     ChatCompletionRequest,
     CompletionRequest,
-    chunk_texts,
-    completion_body,
     parse_stream_request,
 )
 from meshcore_sdk.protocol import (
@@ -90,18 +87,9 @@ class DirectTransport:
 
     async def request(self, method: str, path: str, *, body: Mapping[str, Any] | None, timeout_s: float | None) -> Any:
         """A whole completion read off a direct stream; anything else from the router's HTTP API."""
-        if method != "POST" or path not in (CHAT_PATH, TEXT_PATH) or body is None:
-            return await self._router.request(method, path, body=body, timeout_s=timeout_s)
-        log = EventLog(self._runtime.clock)
-        source, _ = await self.open_stream(path, body={**body, "stream": True}, timeout_s=timeout_s, log=log)
-        texts: list[str] = []
-        try:
-            while (chunk := await source.receive()) is not None:
-                texts.extend(chunk_texts(chunk))
-        finally:
-            await source.aclose()
-        assert source.done is not None and source.meta is not None
-        return completion_body(source.meta, "".join(texts), source.done)
+        return await request_through_stream(
+            self.open_stream, self._router, method, path, body=body, timeout_s=timeout_s, clock=self._runtime.clock
+        )
 
     async def open_stream(
         self, path: str, *, body: Mapping[str, Any], timeout_s: float | None, log: EventLog
@@ -210,6 +198,7 @@ def _new_source(
         include_usage=request.include_usage,
         read_timeout_s=timeout_s,
         limits=limits,
+        tools=request.forced_functions if isinstance(request, ChatCompletionRequest) else (),
     )
 
 

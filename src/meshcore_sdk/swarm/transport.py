@@ -32,17 +32,16 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from meshcore_sdk._base import Runtime, Transport
+from meshcore_sdk._framed import request_through_stream
 from meshcore_sdk.config import SwarmOptions
 from meshcore_sdk.events import EventLog, Failover, LeaderElected, ResponseStarted, WorkerPaused, WorkerReleased
 from meshcore_sdk.openai_format import (
-    CHAT_PATH,
-    TEXT_PATH,
+    ChatCompletionRequest,
     ChunkFormatter,
     ResponseMeta,
-    chunk_texts,
-    completion_body,
     parse_stream_request,
 )
+from meshcore_sdk.openai_tools import FunctionSpec
 from meshcore_sdk.protocol import (
     SUPPORTED_VERSIONS,
     AcceptedFrame,
@@ -142,18 +141,9 @@ class SwarmTransport:
 
     async def request(self, method: str, path: str, *, body: Mapping[str, Any] | None, timeout_s: float | None) -> Any:
         """A whole completion read off a swarm stream; anything else from the router's HTTP API."""
-        if method != "POST" or path not in (CHAT_PATH, TEXT_PATH) or body is None:
-            return await self._router.request(method, path, body=body, timeout_s=timeout_s)
-        log = EventLog(self._runtime.clock)
-        source, _ = await self.open_stream(path, body={**body, "stream": True}, timeout_s=timeout_s, log=log)
-        texts: list[str] = []
-        try:
-            while (chunk := await source.receive()) is not None:
-                texts.extend(chunk_texts(chunk))
-        finally:
-            await source.aclose()
-        assert source.done is not None and source.meta is not None
-        return completion_body(source.meta, "".join(texts), source.done)
+        return await request_through_stream(
+            self.open_stream, self._router, method, path, body=body, timeout_s=timeout_s, clock=self._runtime.clock
+        )
 
     async def open_stream(
         self, path: str, *, body: Mapping[str, Any], timeout_s: float | None, log: EventLog
@@ -171,6 +161,7 @@ class SwarmTransport:
             frame,
             kind=kind,
             include_usage=request.include_usage,
+            tools=request.forced_functions if isinstance(request, ChatCompletionRequest) else (),
             copies=self.budget.copies(self._size),
             options=self._options,
             budget=self.budget,
@@ -223,6 +214,7 @@ class SwarmSource:
         *,
         kind: Literal["chat", "text"],
         include_usage: bool,
+        tools: tuple[FunctionSpec, ...],
         copies: int,
         options: SwarmOptions,
         budget: HedgeBudget,
@@ -233,6 +225,7 @@ class SwarmSource:
         self._frame = frame
         self._kind: Literal["chat", "text"] = kind
         self._include_usage = include_usage
+        self._tools = tools
         self._budget = budget
         self._log = log
         self._limits = limits
@@ -402,12 +395,13 @@ class SwarmSource:
                 request_id=self.request_id,
                 worker_id=leg.name,
                 include_usage=self._include_usage,
+                tools=self._tools,
             )
             self._formatter = ChunkFormatter(meta)
-        chunk = self._formatter.token(frame)
-        chunk["meshcore"]["worker_id"] = leg.name
-        chunk["meshcore"]["attempt"] = leg.attempt
-        self._chunks.append(chunk)
+        for chunk in self._formatter.feed(frame):
+            chunk["meshcore"]["worker_id"] = leg.name
+            chunk["meshcore"]["attempt"] = leg.attempt
+            self._chunks.append(chunk)
 
     def _finish(self, reason: str) -> None:
         self._finished = True

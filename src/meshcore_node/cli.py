@@ -51,6 +51,13 @@ __all__ = ["node_command", "run_node"]
     help="Let idle llama.cpp threads sleep at once (for machines that run several nodes).",
 )
 @click.option(
+    "--ice-host-address",
+    "ice_host_addresses",
+    multiple=True,
+    help="An address direct mode gathers host candidates on; repeat for several (default: every interface "
+    "but loopback).",
+)
+@click.option(
     "--fault-token-delay-ms",
     type=click.FloatRange(min=0),
     default=0.0,
@@ -66,6 +73,7 @@ def node_command(
     n_threads: int | None,
     max_in_flight: int,
     passive_threads: bool,
+    ice_host_addresses: tuple[str, ...],
     fault_token_delay_ms: float,
     log_level: str,
 ) -> None:
@@ -79,6 +87,7 @@ def node_command(
         n_threads=n_threads,
         max_in_flight=max_in_flight,
         passive_threads=passive_threads,
+        ice_host_addresses=ice_host_addresses or None,
         fault_token_delay_s=fault_token_delay_ms / 1000,
     )
     try:

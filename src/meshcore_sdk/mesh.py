@@ -48,6 +48,8 @@ class MeshConfig:
         log_dir: where each process's output goes (None: a new temporary directory).
         passive_threads: nodes' idle llama.cpp threads sleep at once instead of spinning (None: when
             more than one node shares this machine).
+        ice_host_addresses: the addresses each node's direct mode gathers host candidates on (None: every
+            interface but loopback; ``("127.0.0.1",)`` lets a client on this machine connect directly).
         python: the interpreter that runs the parts.
     """
 
@@ -60,6 +62,7 @@ class MeshConfig:
     start_timeout_s: float = 180.0
     log_dir: Path | None = None
     passive_threads: bool | None = None
+    ice_host_addresses: tuple[str, ...] | None = None
     python: str = field(default_factory=lambda: sys.executable)
 
 
@@ -128,6 +131,8 @@ class LocalMesh:
         passive = self.config.passive_threads
         if passive if passive is not None else self.config.nodes > 1:
             args.append("--passive-threads")
+        for address in self.config.ice_host_addresses or ():
+            args += ["--ice-host-address", address]
         process = await self._spawn(node_id, [*args, *extra_args])
         self.nodes[node_id] = process
         return process

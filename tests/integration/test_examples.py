@@ -20,6 +20,7 @@ EXPECTED = {
     "openai_client.py": "prompt tokens",
     "langchain_agent.py": "answer:",
     "swarm_failover.py": "failover",  # starts its own mesh of three workers and kills the leader
+    "direct_mode.py": "relay=False",  # starts its own mesh of one worker and streams over a direct data channel
 }
 
 

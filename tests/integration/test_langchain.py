@@ -37,6 +37,10 @@ def _on_the_shared_mesh(shared_mesh: LocalMesh, monkeypatch: pytest.MonkeyPatch)
 TOOL_MAX_TOKENS = 64
 """A forced tool call is a JSON object of 20 to 40 tokens: MAX_TOKENS would cut it off before it parses."""
 TOOL = {"max_tokens": TOOL_MAX_TOKENS}
+LONGER_ANSWER = (
+    "not expected to fail: overridden only to run with the tool-calling model (max_tokens=64, as a call does not fit "
+    "in the suite's 16 tokens), and langchain-tests allows an override only on an xfail test; it passes (XPASS)"
+)
 WRONG_ARGUMENT = (
     "the router's grammar forces a well-formed call to magic_function with an integer `input`, but the "
     "270M base model picks the number badly (it answers 3000000000000000 or 3675000000000001, not 3)"
@@ -106,10 +110,12 @@ class TestChatMeshcoreOnALocalMesh(ChatModelIntegrationTests):
     def test_bind_runnables_as_tools(self, model: BaseChatModel) -> None:
         super().test_bind_runnables_as_tools(model)
 
+    @pytest.mark.xfail(reason=LONGER_ANSWER, strict=False)
     @pytest.mark.parametrize("model", [TOOL], indirect=True)
     def test_tool_choice(self, model: BaseChatModel) -> None:
         super().test_tool_choice(model)
 
+    @pytest.mark.xfail(reason=LONGER_ANSWER, strict=False)
     @pytest.mark.parametrize("model", [TOOL], indirect=True)
     def test_tool_calling_with_no_arguments(self, model: BaseChatModel) -> None:
         super().test_tool_calling_with_no_arguments(model)

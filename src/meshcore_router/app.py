@@ -29,8 +29,8 @@ from meshcore_router.direct import DirectService, direct_routes
 from meshcore_router.http_api import error_response, openai_routes, request_id_of
 from meshcore_router.mesh_api import mesh_routes
 from meshcore_router.metrics import RouterMetrics
-from meshcore_router.openai_format import error_body, mesh_error_body, param_of
 from meshcore_router.router import Router, new_request_id
+from meshcore_sdk.openai_format import error_body, mesh_error_body, param_of
 from meshcore_sdk.protocol import ErrorCode
 from meshcore_sdk.protocol.errors import BadRequest, FrameTooLarge, InternalError, MeshError
 

@@ -1,6 +1,6 @@
 """The OpenAI-compatible HTTP API under ``/v1`` (``docs/protocol.md`` §6).
 
-A completion request becomes a ``generate`` frame (see :mod:`openai_format`),
+A completion request becomes a ``generate`` frame (see :mod:`meshcore_sdk.openai_format`),
 goes to a node through :meth:`Router.dispatch`, and its frames come back as one
 JSON completion or as server-sent events.
 
@@ -29,7 +29,9 @@ from starlette.types import Receive, Scope, Send
 
 from meshcore_router.dispatch import Dispatch
 from meshcore_router.links import WorkerFrame
-from meshcore_router.openai_format import (
+from meshcore_router.registry import SHA256_PREFIX, ModelEntry
+from meshcore_router.router import Router
+from meshcore_sdk.openai_format import (
     SSE_DONE,
     ChatCompletionRequest,
     ChunkFormatter,
@@ -40,8 +42,6 @@ from meshcore_router.openai_format import (
     request_loc,
     sse_event,
 )
-from meshcore_router.registry import SHA256_PREFIX, ModelEntry
-from meshcore_router.router import Router
 from meshcore_sdk.protocol import DoneFrame, TokenFrame, Utf8Assembler
 from meshcore_sdk.protocol.errors import ContextLengthExceeded, MeshError, ModelNotFound
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from meshcore_router.openai_format import (
+from meshcore_sdk.openai_format import (
     ChatCompletionRequest,
     ChunkFormatter,
     CompletionRequest,

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from meshcore_router.openai_format import (
+from meshcore_sdk.openai_format import (
     ChatCompletionRequest,
     ChunkFormatter,
     CompletionRequest,

@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from meshcore_router.openai_format import ChatCompletionRequest
+from meshcore_sdk.openai_format import ChatCompletionRequest
 from meshcore_sdk.openai_tools import FunctionSpec, call_id, parse_tool_call, tool_schema
 from meshcore_sdk.protocol import ResponseFormat
 

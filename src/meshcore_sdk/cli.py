@@ -249,8 +249,7 @@ def _run(coroutine: Any) -> None:
     except MeshError as exc:
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
     except KeyboardInterrupt:
-        with contextlib.suppress(Exception):
-            click.echo()
+        click.echo()  # end the line the terminal's ^C left open
 
 
 if __name__ == "__main__":

@@ -325,7 +325,6 @@ class SwarmSource:
                 self._machine.receive(event, now=now)
             case DoneFrame():
                 leg.open = False
-                self.done = self.done or (frame if leg.request_id == self._machine.leader else None)
                 finished = WorkerFinished(leg.request_id, frame.finish_reason.value, frame.usage.completion_tokens)
                 self._machine.receive(finished, now=now)
             case ErrorFrame():

@@ -76,6 +76,7 @@ class Node:
         self._throughput = ThroughputMeter()
         self._draining = False
         self._swapping = False
+        self._reported_status: NodeStatus | None = None
         self.engine = EngineSupervisor(
             EngineConfig(
                 model_path=str(model.path),
@@ -173,7 +174,8 @@ class Node:
             engine_restarts=self.engine.restarts,
             swapping=self._swapping,
         )
-        return HeartbeatFrame(status=self.status, telemetry=telemetry)
+        self._reported_status = self.status
+        return HeartbeatFrame(status=self._reported_status, telemetry=telemetry)
 
     async def _refresh_keys_on_registration(self) -> None:
         while True:
@@ -207,7 +209,12 @@ class Node:
     def _maybe_status_changed(self) -> None:
         if self.engine.state is EngineState.READY:
             self._first_ready.set()
-        self.link.status_changed()
+        self._notify_status()
+
+    def _notify_status(self) -> None:
+        """Heartbeat at once if the status differs from the one last reported."""
+        if self.status is not self._reported_status:
+            self.link.status_changed()
 
     async def _from_router(self, frame: Frame) -> None:
         match frame:
@@ -235,10 +242,8 @@ class Node:
         await self._submit(frame)
 
     async def _submit(self, frame: GenerateFrame) -> None:
-        before = self.status
         await self.engine.submit(frame)
-        if self.status is not before:
-            self.link.status_changed()
+        self._notify_status()
 
     def _from_engine(self, message: EngineMessage) -> None:
         if isinstance(message, EngineAccepted):
@@ -256,7 +261,7 @@ class Node:
             self._throughput.record(time.monotonic())
         self._answer(message)
         if not isinstance(message, TokenFrame):
-            self.link.status_changed()
+            self._notify_status()
 
     def _answer(self, frame: Any) -> None:
         """Send an engine answer where its request came from: a direct session, or the link."""

@@ -33,7 +33,7 @@ class NodeConfig:
         jwks_refetch_interval_s: least time between two JWKS refetches caused by an unknown key id.
         direct_open_timeout_s: how long a direct request's data channel may take to open.
         passive_threads: llama.cpp's idle threads sleep at once instead of spinning (for machines that
-            run several nodes; about 20% slower for one stream).
+            run several nodes; a lone stream decodes slower with it).
         fault_token_delay_s: a fault injected for tests and benchmarks: each token frame waits this
             long before it leaves for the router, so the node streams like a slow machine.
     """

@@ -31,8 +31,8 @@ class EngineConfig(BaseModel):
         record_top_k: logits kept per generated token for proofs and ``top_logprobs`` (0: none).
         record_row_hash: keep SHA-256 of each token's full logit row.
         amx_guard: force the AMX guard on or off; None decides from the CPU.
-        passive_threads: let llama.cpp's idle threads sleep at once instead of spinning; costs about
-            20% of single-stream speed, but spares the cores when several engines share a machine.
+        passive_threads: let llama.cpp's idle threads sleep at once instead of spinning; a lone stream
+            decodes slower, but the cores are spared when several engines share a machine.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -41,6 +41,10 @@ code means::
     │   ├── TicketWrongAudience         issued for another worker
     │   ├── TicketWrongAlgorithm        signed with an algorithm other than the pinned one
     │   └── TicketUnknownKey            its ``kid`` is in no key set the worker trusts
+    ├── ProofError                      a proof of compute failed a check
+    │   ├── ReceiptInvalid              bad signature, bad schema or unknown key
+    │   ├── ReceiptLate                 arrived after its audit epoch was revealed
+    │   └── RecordInvalid               a per-token record's encoding or Merkle proof is bad
     ├── StreamClosed                    a stream was used after it was closed
     └── SwarmExhausted                  every worker of a swarm failed (.failures)
 
@@ -74,8 +78,12 @@ __all__ = [
     "NoCapacity",
     "OutOfOrderFrame",
     "PermissionDenied",
+    "ProofError",
     "ProtocolError",
     "RateLimited",
+    "ReceiptInvalid",
+    "ReceiptLate",
+    "RecordInvalid",
     "RemoteProtocolError",
     "RouterError",
     "StreamClosed",
@@ -133,6 +141,10 @@ class ErrorCode(enum.StrEnum):
     TICKET_WRONG_AUDIENCE = "ticket_wrong_audience"
     TICKET_WRONG_ALGORITHM = "ticket_wrong_algorithm"
     TICKET_UNKNOWN_KEY = "ticket_unknown_key"
+    PROOF = "proof_error"
+    RECEIPT_INVALID = "receipt_invalid"
+    RECEIPT_LATE = "receipt_late"
+    RECORD_INVALID = "record_invalid"
     MESH = "mesh_error"
 
 
@@ -389,6 +401,31 @@ class TicketUnknownKey(TicketError):
     """The ticket's ``kid`` names no key in the router's published key set."""
 
     code = ErrorCode.TICKET_UNKNOWN_KEY
+
+
+class ProofError(MeshError):
+    """A proof of compute (receipt, per-token record, Merkle proof) failed a check; never retryable as is."""
+
+    code = ErrorCode.PROOF
+    http_status = 400
+
+
+class ReceiptInvalid(ProofError):
+    """A receipt's schema or signature does not verify, or its key is not the one expected."""
+
+    code = ErrorCode.RECEIPT_INVALID
+
+
+class ReceiptLate(ProofError):
+    """A receipt arrived after the audit lottery of its epoch was revealed."""
+
+    code = ErrorCode.RECEIPT_LATE
+
+
+class RecordInvalid(ProofError):
+    """A per-token record is malformed (or cannot be encoded), or its Merkle proof does not verify."""
+
+    code = ErrorCode.RECORD_INVALID
 
 
 class StreamClosed(MeshError, RuntimeError):

@@ -1,0 +1,1 @@
+"""Tests of the pure proof-of-compute core (meshcore_sdk.proof)."""

@@ -31,6 +31,8 @@ from meshcore_sdk.protocol.errors import ErrorCode
 __all__ = [
     "FRAME",
     "AcceptedFrame",
+    "AuditFrame",
+    "AuditedFrame",
     "CancelFrame",
     "ChatMessage",
     "CommandFrame",
@@ -47,10 +49,13 @@ __all__ = [
     "NodeStatus",
     "PauseFrame",
     "PausedFrame",
+    "ReceiptFrame",
     "RegisterFrame",
     "RegisteredFrame",
     "ResponseFormat",
     "ResumeFrame",
+    "RevealFrame",
+    "RevealedFrame",
     "Role",
     "SamplingParams",
     "SignalFrame",
@@ -338,6 +343,7 @@ class ModelInfo(_Model):
     served_name: str = Field(min_length=1, max_length=256)
     n_ctx: int = Field(ge=1)
     size_bytes: Count
+    weight_format: str | None = Field(default=None, min_length=1, max_length=32)
 
 
 class RegisterFrame(_Model):
@@ -352,6 +358,8 @@ class RegisterFrame(_Model):
     cpu_count: int = Field(ge=1)
     addr: str | None = Field(default=None, max_length=256)
     max_sequences: int = Field(default=1, ge=1)
+    public_key: str | None = Field(default=None, min_length=1, max_length=64)
+    build_id: str | None = Field(default=None, min_length=1, max_length=512)
 
 
 class RegisteredFrame(_Model):
@@ -415,6 +423,73 @@ class CommandFrame(_Model):
     args: dict[str, Any] = Field(default_factory=dict)
 
 
+# --- proof of compute: node <-> router (§9) ----------------------------------------------
+
+MAX_REVEALED: Final = 131_072
+MerkleProof = Annotated[list[Sha256], Field(max_length=64)]
+Base64Record = Annotated[str, Field(min_length=4, max_length=1024)]
+
+
+class ReceiptFrame(_Model):
+    """A worker's signed receipt for one request it served (§9.1).
+
+    ``receipt`` is a ``SignedReceipt`` (``meshcore_sdk.proof.receipt``): the proof layer, not the
+    frame layer, checks its schema and its signature, because a bad receipt is evidence to keep.
+    """
+
+    type: Literal["receipt"] = "receipt"
+    request_id: RequestId
+    receipt: dict[str, Any]
+
+
+class RevealFrame(_Model):
+    """The router asks a worker for the records of some positions of a request, with Merkle proofs (§9.2)."""
+
+    type: Literal["reveal"] = "reveal"
+    request_id: RequestId
+    positions: list[Count] = Field(max_length=MAX_REVEALED)
+
+
+class RevealedFrame(_Model):
+    """A worker's records of the asked positions, each with its Merkle inclusion proof (§9.2)."""
+
+    type: Literal["revealed"] = "revealed"
+    request_id: RequestId
+    positions: list[Count] = Field(max_length=MAX_REVEALED)
+    records: list[Base64Record] = Field(max_length=MAX_REVEALED)
+    proofs: list[MerkleProof] = Field(max_length=MAX_REVEALED)
+
+    @model_validator(mode="after")
+    def _aligned(self) -> RevealedFrame:
+        if not len(self.positions) == len(self.records) == len(self.proofs):
+            raise ValueError("positions, records and proofs must have one entry each per position")
+        return self
+
+
+class AuditFrame(_Model):
+    """The router asks a trusted node to audit a job, blind: nothing names the worker (§9.3).
+
+    ``job`` is the worker's receipt body without ``node_id``; ``records`` are its revealed
+    records (base64, positions ``first_record`` on); ``generate`` is the request as the worker got it.
+    """
+
+    type: Literal["audit"] = "audit"
+    audit_id: RequestId
+    tier: Literal["A", "B"]
+    generate: GenerateFrame
+    job: dict[str, Any]
+    records: list[Base64Record] = Field(max_length=MAX_REVEALED)
+
+
+class AuditedFrame(_Model):
+    """An auditor's measurements of one job (§9.3): ``scores`` is an ``AuditScores``."""
+
+    type: Literal["audited"] = "audited"
+    audit_id: RequestId
+    prompt_sha256: Sha256
+    scores: dict[str, Any]
+
+
 Frame = Annotated[
     HelloFrame
     | WelcomeFrame
@@ -431,7 +506,12 @@ Frame = Annotated[
     | RegisteredFrame
     | HeartbeatFrame
     | SignalFrame
-    | CommandFrame,
+    | CommandFrame
+    | ReceiptFrame
+    | RevealFrame
+    | RevealedFrame
+    | AuditFrame
+    | AuditedFrame,
     Field(discriminator="type"),
 ]
 """Any frame, picked by its ``type``."""

@@ -4,8 +4,19 @@
 nothing: the scheduler says which ids go into which slot (llama.cpp's
 ``seq_id``) at which positions, and this module puts them in a
 ``llama_batch``, calls ``llama_decode`` and hands back views of the logit
-rows.  It also saves and restores one slot's KV (eviction of paused
-sequences) and wraps llama.cpp grammars (``response_format``).
+rows.  With ``embeddings`` on, every output row also keeps the final hidden
+state (``result_norm``, the input of the output matrix: what the proof digest
+commits to), read with :meth:`LlamaBatchContext.hidden`.  It is copied out by
+an eval callback on that one tensor, not by llama.cpp's embeddings mode: that
+mode makes every token of a batch an output, which would put the output matrix
+on every prompt token.  The callback changes no kernel, so the logits are
+bitwise those of a context without it; it costs one Python call per graph node
+(about 750 per decode for Gemma 3 270M, about 1 ms).
+:meth:`LlamaBatchContext.decode_positions` decodes one feed with outputs at
+many of its positions (the auditor's teacher-forced prefill), which needs a
+context built with a larger ``n_outputs_max``.  It also saves and restores one
+slot's KV (eviction of paused sequences) and wraps llama.cpp grammars
+(``response_format``).
 
 The context is built with a unified KV cache (every slot draws on all
 ``n_ctx`` cells) and a full-size sliding-window cache (``swa_full``), so that
@@ -28,11 +39,13 @@ import numpy as np
 import numpy.typing as npt
 
 from meshcore_node.engine.guard import needs_amx_guard
-from meshcore_sdk.protocol.errors import BadRequest, ErrorCode, MeshError
+from meshcore_sdk.protocol.errors import BadRequest, ConfigError, ErrorCode, MeshError
 
-__all__ = ["ContextConfig", "DecodeFailed", "Grammar", "LlamaBatchContext"]
+__all__ = ["ContextConfig", "DecodeFailed", "Grammar", "Hidden", "LlamaBatchContext", "Logits"]
 
 Logits = npt.NDArray[np.float32]
+Hidden = npt.NDArray[np.float32]
+Rows = tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None]
 
 _TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
 
@@ -55,6 +68,9 @@ class ContextConfig:
         n_threads: threads for llama.cpp (None: its default).
         amx_guard: force the AMX guard on or off; None decides from the CPU.
         verbose: let llama.cpp log to stderr.
+        embeddings: also keep the final hidden state (``result_norm``) of every output row.
+        n_outputs_max: output rows one ``llama_decode`` may ask for, across all feeds and within
+            one feed (None: ``n_slots``, one row per sequence and step).
     """
 
     model_path: str | Path
@@ -64,6 +80,8 @@ class ContextConfig:
     n_threads: int | None = None
     amx_guard: bool | None = None
     verbose: bool = False
+    embeddings: bool = False
+    n_outputs_max: int | None = None
 
 
 class LlamaBatchContext:
@@ -92,7 +110,13 @@ class LlamaBatchContext:
         params.kv_unified = True
         params.swa_full = True
         params.no_perf = True
-        params.n_outputs_max = config.n_slots  # one row per sequence and step: the logit buffer stays small
+        # One row per sequence and step unless asked otherwise: the logit buffer stays small.
+        self.n_outputs_max: int = config.n_outputs_max or config.n_slots
+        params.n_outputs_max = self.n_outputs_max
+        params.n_outputs_max_per_seq = 0  # a sequence may have as many rows in a step as the step (llama.cpp: 1)
+        self._tap = _HiddenTap(native.llama_model_n_embd(self._model)) if config.embeddings else None
+        if self._tap is not None:
+            params.cb_eval = self._tap.callback
         self._ctx = native.llama_init_from_model(self._model, params)
         if not self._ctx:
             native.llama_model_free(self._model)
@@ -100,12 +124,14 @@ class LlamaBatchContext:
         self._memory = native.llama_get_memory(self._ctx)
         self.n_vocab: int = native.llama_vocab_n_tokens(self._vocab)
         self.n_ctx: int = native.llama_n_ctx(self._ctx)
+        self.n_embd: int = native.llama_model_n_embd(self._model)
         self._batch = native.llama_batch_init(config.n_batch, 0, 1)
         self._tokens = np.ctypeslib.as_array(self._batch.token, shape=(config.n_batch,))
         self._positions = np.ctypeslib.as_array(self._batch.pos, shape=(config.n_batch,))
         self._outputs = np.ctypeslib.as_array(self._batch.logits, shape=(config.n_batch,))
         np.ctypeslib.as_array(self._batch.n_seq_id, shape=(config.n_batch,))[:] = 1
         self._pieces: dict[int, bytes] = {}
+        self._last_outputs: list[int | None] = []
         self.metadata = self._read_metadata()
 
     # --- vocabulary ---------------------------------------------------------------------
@@ -159,7 +185,9 @@ class LlamaBatchContext:
         batch = self._batch
         n = 0
         rows: list[int | None] = []
+        self._last_outputs = []
         for slot, ids, start, want in feeds:
+            self._last_outputs.append(sum(row is not None for row in rows) if want else None)
             size = len(ids)
             self._tokens[n : n + size] = ids
             self._positions[n : n + size] = range(start, start + size)
@@ -170,11 +198,50 @@ class LlamaBatchContext:
             if want:
                 self._outputs[n - 1] = 1
             rows.append(n - 1 if want else None)
-        batch.n_tokens = n
-        code = self._native.llama_decode(self._ctx, batch)
+        self._run(n)
+        return [None if row is None else self._row(row) for row in rows]
+
+    def hidden(self, feed: int) -> Hidden:
+        """The final hidden state behind feed ``feed``'s logit row in the last :meth:`decode` (a view).
+
+        Needs ``embeddings`` in the config; valid until the next call.
+        """
+        output = self._last_outputs[feed]
+        if output is None or self._tap is None:
+            raise ConfigError(f"feed {feed} of the last decode has no hidden row (embeddings={self.config.embeddings})")
+        row: Hidden = self._tap.rows[output]
+        return row
+
+    def decode_positions(self, slot: int, ids: Sequence[int], start: int, outputs: Sequence[int]) -> Rows:
+        """Decode ``ids`` into ``slot`` from position ``start`` with outputs after the ids at ``outputs``.
+
+        ``outputs`` are indices into ``ids`` (ascending), at most ``n_outputs_max`` of
+        them; ``ids`` fit one batch.  Returns copies: the logit rows ``[m, n_vocab]``
+        and, with ``embeddings``, the hidden rows ``[m, n_embd]`` (else None).
+        """
+        size = len(ids)
+        if size > self.config.n_batch or len(outputs) > self.n_outputs_max:
+            raise ConfigError(f"{size} ids with {len(outputs)} outputs exceed one batch of this context")
+        self._tokens[:size] = ids
+        self._positions[:size] = range(start, start + size)
+        self._outputs[:size] = 0
+        self._outputs[list(outputs)] = 1
+        for i in range(size):
+            self._batch.seq_id[i][0] = slot
+        self._run(size)
+        self._last_outputs = []
+        logits = np.stack([self._row(i) for i in outputs]) if outputs else np.empty((0, self.n_vocab), np.float32)
+        if self._tap is None:
+            return logits, None
+        return logits, self._tap.rows.copy()
+
+    def _run(self, n: int) -> None:
+        self._batch.n_tokens = n
+        if self._tap is not None:
+            self._tap.reset()
+        code = self._native.llama_decode(self._ctx, self._batch)
         if code != 0:
             raise DecodeFailed(f"llama_decode failed with code {code} on a batch of {n} tokens")
-        return [None if row is None else self._row(row) for row in rows]
 
     def _row(self, index: int) -> Logits:
         pointer = self._native.llama_get_logits_ith(self._ctx, index)
@@ -185,6 +252,15 @@ class LlamaBatchContext:
     def clear(self, slot: int) -> None:
         """Empty ``slot``."""
         self._native.llama_memory_seq_rm(self._memory, slot, -1, -1)
+
+    def reset(self) -> None:
+        """Empty every slot and send the next tokens to the first cache cells again (``llama_memory_clear``).
+
+        Where a token's KV lands changes the bits of later rows (Tier A replays
+        need it reproducible); clearing every slot leaves llama.cpp's search
+        position where it was, this does not.
+        """
+        self._native.llama_memory_clear(self._memory, True)
 
     def trim(self, slot: int, keep: int) -> None:
         """Drop the positions of ``slot`` from ``keep`` on."""
@@ -232,6 +308,60 @@ class LlamaBatchContext:
             )
             metadata[key] = value
         return metadata
+
+
+class _HiddenTap:
+    """A ggml eval callback that copies the ``result_norm`` tensor (the final hidden rows) of each graph run.
+
+    The scheduler asks the callback about every node (``ask``); it wants only
+    ``result_norm`` and, once that node is computed, copies its rows out.  A
+    decode split into several micro-batches runs the graph once per micro-batch:
+    the rows are appended in order.
+    """
+
+    NAME: ClassVar[bytes] = b"result_norm"
+
+    def __init__(self, n_embd: int) -> None:
+        from llama_cpp._ggml import libggml
+        from llama_cpp.llama_cpp import ggml_backend_sched_eval_callback
+
+        self._ggml = libggml
+        libggml.ggml_get_name.restype = ctypes.c_char_p
+        libggml.ggml_get_name.argtypes = [ctypes.c_void_p]
+        libggml.ggml_nelements.restype = ctypes.c_int64
+        libggml.ggml_nelements.argtypes = [ctypes.c_void_p]
+        libggml.ggml_backend_tensor_get.restype = None
+        libggml.ggml_backend_tensor_get.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t]
+        self._n_embd = n_embd
+        self._chunks: list[npt.NDArray[np.float32]] = []
+        self._rows: npt.NDArray[np.float32] | None = None
+        self.callback = ggml_backend_sched_eval_callback(self._observe)  # kept alive as long as the context
+
+    def reset(self) -> None:
+        """Forget the rows of the last decode."""
+        self._chunks.clear()
+        self._rows = None
+
+    @property
+    def rows(self) -> npt.NDArray[np.float32]:
+        """The hidden rows of the last decode's outputs, in output order: ``[n_outputs, n_embd]``."""
+        if self._rows is None:
+            chunks = self._chunks
+            self._rows = (
+                chunks[0] if len(chunks) == 1 else np.concatenate(chunks or [np.empty((0, self._n_embd), np.float32)])
+            )
+        return self._rows
+
+    def _observe(self, tensor: int | None, ask: bool, _user_data: int | None) -> bool:
+        if self._ggml.ggml_get_name(tensor) != self.NAME:
+            return False
+        if ask:
+            return True
+        count = int(self._ggml.ggml_nelements(tensor))
+        rows = np.empty((count // self._n_embd, self._n_embd), dtype=np.float32)
+        self._ggml.ggml_backend_tensor_get(tensor, rows.ctypes.data, 0, rows.nbytes)
+        self._chunks.append(rows)
+        return True
 
 
 def _read_string(read: Any) -> str:

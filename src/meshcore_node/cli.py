@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 import signal
@@ -15,6 +16,7 @@ import click
 from meshcore_node.config import NodeConfig
 from meshcore_node.daemon import Node
 from meshcore_node.models import bundled_model_path, inspect_model
+from meshcore_sdk.proof.receipt import NodeKey
 from meshcore_sdk.protocol.errors import ConfigError
 
 __all__ = ["node_command", "run_node"]
@@ -64,6 +66,19 @@ __all__ = ["node_command", "run_node"]
     hidden=True,
     help="Testing only: delay each token frame by this many milliseconds.",
 )
+@click.option(
+    "--key",
+    "key_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The node's Ed25519 signing key (PEM), created if missing (default: a fresh key for this run only).",
+)
+@click.option(
+    "--fault-claim-sha256",
+    default=None,
+    hidden=True,
+    help="Testing only: advertise and sign for this model hash whatever file is served (a cheating node).",
+)
 @click.option("--log-level", default="WARNING", show_default=True, help="Python logging level.")
 def node_command(
     router: str,
@@ -75,6 +90,8 @@ def node_command(
     passive_threads: bool,
     ice_host_addresses: tuple[str, ...],
     fault_token_delay_ms: float,
+    key_path: Path | None,
+    fault_claim_sha256: str | None,
     log_level: str,
 ) -> None:
     """Run a worker that serves a GGUF model to the mesh."""
@@ -91,16 +108,28 @@ def node_command(
         fault_token_delay_s=fault_token_delay_ms / 1000,
     )
     try:
-        asyncio.run(run_node(config, announce=click.echo))
+        key = NodeKey.load_or_create(key_path) if key_path is not None else None
+        asyncio.run(run_node(config, key=key, claim_sha256=fault_claim_sha256, announce=click.echo))
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
 
 
-async def run_node(config: NodeConfig, *, announce: Callable[[str], None] | None = None) -> None:
-    """Run a node until SIGINT or SIGTERM; ``announce`` hears of each registration."""
+async def run_node(
+    config: NodeConfig,
+    *,
+    key: NodeKey | None = None,
+    claim_sha256: str | None = None,
+    announce: Callable[[str], None] | None = None,
+) -> None:
+    """Run a node until SIGINT or SIGTERM; ``announce`` hears of each registration.
+
+    ``claim_sha256`` is a fault for tests: the node claims to serve that model, whatever its file.
+    """
     path = config.model_path if config.model_path is not None else await asyncio.to_thread(bundled_model_path)
     model = await asyncio.to_thread(inspect_model, path)
-    node = Node(config, model, on_registered=announce)
+    if claim_sha256 is not None:
+        model = dataclasses.replace(model, sha256=claim_sha256)
+    node = Node(config, model, key=key, on_registered=announce)
     main = asyncio.current_task()
     assert main is not None
     loop = asyncio.get_running_loop()

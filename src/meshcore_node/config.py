@@ -36,6 +36,8 @@ class NodeConfig:
             run several nodes; a lone stream decodes slower with it).
         fault_token_delay_s: a fault injected for tests and benchmarks: each token frame waits this
             long before it leaves for the router, so the node streams like a slow machine.
+        audit_window_s: how long the records behind each receipt are kept for audits, in seconds.
+        commitment_max_bytes: the most record bytes kept for audits; the oldest go first past it.
     """
 
     router_url: str = "http://127.0.0.1:8080"
@@ -56,6 +58,8 @@ class NodeConfig:
     ticket_leeway_s: float = 5.0
     jwks_refetch_interval_s: float = 30.0
     direct_open_timeout_s: float = 10.0
+    audit_window_s: float = 3600.0
+    commitment_max_bytes: int = 256 * 1024 * 1024
 
     @property
     def jwks_url(self) -> str:

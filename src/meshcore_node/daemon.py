@@ -2,7 +2,11 @@
 
 :class:`Node` wires the two together.  Frames from the router go to the
 engine (``generate``, ``pause``, ``resume``, ``cancel``); the engine's answers go back over the link,
-with ``accepted`` naming this node.  The daemon never runs inference itself, so
+with ``accepted`` naming this node.  The daemon also keeps the node's key: it signs the receipt the engine
+prepares at the end of every request, sends it to the router, keeps the records
+behind it for the audit window and reveals them on demand (``docs/protocol.md``
+§9).  An ``audit`` from the router goes to the engine, whose ``audited`` answer
+goes back.  The daemon never runs inference itself, so
 a crash of llama.cpp costs the requests in flight (each gets a retryable
 ``engine_crashed``), never the daemon: it reports STARTING, restarts the engine
 and returns to READY on its own.
@@ -11,6 +15,7 @@ and returns to READY on its own.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import os
 import random
@@ -19,17 +24,22 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
+from pydantic import ValidationError
 
+from meshcore_node.commitments import CommitmentStore
 from meshcore_node.config import NodeConfig
 from meshcore_node.direct import DirectConfig, DirectServer
-from meshcore_node.engine.ipc import EngineAccepted, EngineConfig, EngineMessage
+from meshcore_node.engine.ipc import EngineAccepted, EngineConfig, EngineMessage, EngineReceipt
 from meshcore_node.engine.supervisor import EngineSupervisor
 from meshcore_node.link import ControlLink
 from meshcore_node.models import ModelFile
 from meshcore_node.status import EngineState, node_status
 from meshcore_node.telemetry import SwapWatch, ThroughputMeter, sample_memory
+from meshcore_sdk.proof.receipt import NodeKey, ReceiptBody
 from meshcore_sdk.protocol import (
     AcceptedFrame,
+    AuditedFrame,
+    AuditFrame,
     CancelFrame,
     ErrorFrame,
     Frame,
@@ -38,8 +48,10 @@ from meshcore_sdk.protocol import (
     ModelInfo,
     NodeStatus,
     PauseFrame,
+    ReceiptFrame,
     RegisterFrame,
     ResumeFrame,
+    RevealFrame,
     SignalFrame,
     Telemetry,
     TokenFrame,
@@ -57,6 +69,7 @@ class Node:
     Args:
         config: the node's configuration.
         model: the model file, already hashed.
+        key: the node's signing key (None: a fresh one, for this run only).
         rng: randomness for backoff jitter.
         on_registered: told, in one line, each time the node registers with the router.
     """
@@ -66,6 +79,7 @@ class Node:
         config: NodeConfig,
         model: ModelFile,
         *,
+        key: NodeKey | None = None,
         rng: random.Random | None = None,
         on_registered: Callable[[str], None] | None = None,
     ) -> None:
@@ -77,6 +91,8 @@ class Node:
         self._draining = False
         self._swapping = False
         self._reported_status: NodeStatus | None = None
+        self.key = key or NodeKey.generate()
+        self.commitments = CommitmentStore(audit_window_s=config.audit_window_s, max_bytes=config.commitment_max_bytes)
         self.engine = EngineSupervisor(
             EngineConfig(
                 model_path=str(model.path),
@@ -155,6 +171,7 @@ class Node:
             served_name=info.served_name,
             n_ctx=info.n_ctx,
             size_bytes=self._model.size_bytes,
+            weight_format=info.weight_format,
         )
         return RegisterFrame(
             node_id=self._config.node_id,
@@ -162,6 +179,8 @@ class Node:
             ram_free_bytes=sample_memory().available_bytes,
             cpu_count=os.cpu_count() or 1,
             max_sequences=self.capacity,
+            public_key=self.key.public_key_b64,
+            build_id=info.build_id or None,
         )
 
     def _heartbeat(self) -> HeartbeatFrame:
@@ -228,6 +247,10 @@ class Node:
                 await self.engine.resume(frame)
             case SignalFrame(kind="offer"):
                 self.direct.offer(frame)
+            case RevealFrame():
+                self._reveal(frame)
+            case AuditFrame():
+                await self.engine.audit(frame)
             case ErrorFrame():
                 logger.warning("router reported an error: %s: %s", frame.code, frame.message)
             case _:
@@ -245,7 +268,33 @@ class Node:
         await self.engine.submit(frame)
         self._notify_status()
 
+    def _reveal(self, frame: RevealFrame) -> None:
+        try:
+            self.link.send(self.commitments.reveal(frame.request_id, frame.positions, now=time.monotonic()))
+        except MeshError as exc:
+            self.link.send(_error(frame.request_id, exc))
+
+    def _sign(self, message: EngineReceipt) -> None:
+        """Sign the engine's receipt, keep its records for audits and send it to the router (§9.1)."""
+        try:
+            body = ReceiptBody.model_validate(
+                {**message.body, "node_id": self._config.node_id, "signed_at": time.time()}
+            )
+            records = [base64.b64decode(item, validate=True) for item in message.records]
+        except (ValidationError, ValueError) as exc:  # an engine bug: log it, never sign what does not parse
+            logger.error("the engine prepared a receipt that does not parse: %s", exc)
+            return
+        self.commitments.keep(body.job_id, body.first_record, records, now=time.monotonic())
+        signed = self.key.sign(body)
+        self.link.send(ReceiptFrame(request_id=body.job_id, receipt=signed.model_dump(mode="json")))
+
     def _from_engine(self, message: EngineMessage) -> None:
+        if isinstance(message, EngineReceipt):
+            self._sign(message)
+            return
+        if isinstance(message, AuditedFrame):
+            self.link.send(message)
+            return
         if isinstance(message, EngineAccepted):
             info = self.engine.ready_info
             self._answer(

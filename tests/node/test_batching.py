@@ -193,7 +193,7 @@ def test_logprobs_are_consistent(pair: tuple[tuple[Engine, Outbox], tuple[Engine
         assert token.top_logprobs[0].token_id == token.token_id  # greedy picks the most likely
         assert token.logprob == pytest.approx(token.top_logprobs[0].logprob)
     proof = outbox.done("lp").proof
-    assert proof is not None and proof["positions"] == 4
+    assert proof is not None and proof["scheme"] == "meshcore/receipt/v1"  # tests/node/test_receipts.py
 
 
 def test_response_format_json_schema_constrains_the_answer(

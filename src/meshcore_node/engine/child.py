@@ -27,7 +27,7 @@ pipe, fails the requests in flight and starts a new child.
 
 from __future__ import annotations
 
-import hashlib
+import base64
 import json
 import os
 import queue
@@ -39,11 +39,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+import numpy as np
 from pydantic import BaseModel, ValidationError
 
-from meshcore_node.engine.batch import ContextConfig, DecodeFailed, Grammar, LlamaBatchContext, Logits
-from meshcore_node.engine.ipc import EngineAccepted, EngineConfig, EngineReady
-from meshcore_node.engine.sampling import SamplerSettings, TokenRecord, job_key, record_token, sample
+from meshcore_node.engine.audit_runner import AuditRunner, prompt_tokens
+from meshcore_node.engine.batch import ContextConfig, DecodeFailed, Grammar, Hidden, LlamaBatchContext, Logits
+from meshcore_node.engine.guard import needs_amx_guard
+from meshcore_node.engine.ipc import EngineAccepted, EngineConfig, EngineReady, EngineReceipt
 from meshcore_node.engine.scheduler import (
     Assign,
     Discard,
@@ -58,7 +60,14 @@ from meshcore_node.engine.scheduler import (
 from meshcore_node.engine.stops import Piece, StopMatcher
 from meshcore_node.engine.templates import ChatTemplate, template_for
 from meshcore_node.models import served_id
+from meshcore_sdk.proof.build import format_build_id
+from meshcore_sdk.proof.digest import hidden_digest
+from meshcore_sdk.proof.merkle import merkle_root
+from meshcore_sdk.proof.receipt import RECEIPT_SCHEME, SamplerSpec, penalty_tail, prompt_sha256
+from meshcore_sdk.proof.records import TokenRecord, committed, encode_record, record_token
+from meshcore_sdk.proof.sampler import SamplerSettings, job_key, sample
 from meshcore_sdk.protocol import (
+    AuditFrame,
     CancelFrame,
     DoneFrame,
     ErrorFrame,
@@ -79,8 +88,9 @@ from meshcore_sdk.protocol.errors import BadRequest, ContextLengthExceeded, Erro
 __all__ = ["Engine", "main"]
 
 _STOP_READING = None
-_Inbound = GenerateFrame | PauseFrame | ResumeFrame | CancelFrame
-PROOF_SCHEME = "meshcore/keyed-gumbel/v1"
+_Inbound = GenerateFrame | PauseFrame | ResumeFrame | CancelFrame | AuditFrame
+AUDIT_SLOTS = 2
+"""Slots past ``max_sequences`` that an audit borrows (the job and its filler), never the scheduler's."""
 
 
 @dataclass(eq=False)
@@ -97,7 +107,13 @@ class _Request:
     attempt: int = 0  # carried by its token frames; a resume may raise it
     hold: bool = False  # a resume asked to take ids into the cache and pause again, without a token
     paused: bool = False
-    records: list[TokenRecord] = field(default_factory=list)
+    records: list[TokenRecord] = field(default_factory=list)  # positions first_record.. (committed values)
+    hidden: list[Hidden] = field(default_factory=list)  # the same positions' final hidden states
+    first_record: int = 0
+    schedule: list[tuple[int, int, int]] = field(default_factory=list)  # (own, total, offset) per decode
+    final_token: int | None = None  # an end-of-generation id: sampled and recorded, never sent as text
+    admitted_at: float = 0.0
+    first_token_at: float | None = None
     pending_logprobs: deque[TokenRecord] = field(default_factory=deque)
 
     @property
@@ -133,6 +149,9 @@ class Engine:
         self._requests: dict[str, _Request] = {}
         self._saved: dict[str, bytes] = {}
         self._running = True
+        self._build_id = build_id_of(config)
+        audit_slot = config.max_sequences
+        self._auditor = AuditRunner(llama, template, job_slot=audit_slot, filler_slot=audit_slot + 1)
 
     # --- the loop -----------------------------------------------------------------------
 
@@ -166,6 +185,11 @@ class Engine:
         return steps
 
     @property
+    def build_id(self) -> str:
+        """The build id this engine's receipts carry."""
+        return self._build_id
+
+    @property
     def saved_bytes(self) -> int:
         """Bytes of KV held outside the context for evicted sequences."""
         return sum(len(data) for data in self._saved.values())
@@ -177,7 +201,7 @@ class Engine:
             except MeshError as exc:
                 self.send(ErrorFrame(code=exc.code, message=str(exc)))
                 continue
-            if isinstance(frame, GenerateFrame | PauseFrame | ResumeFrame | CancelFrame):
+            if isinstance(frame, GenerateFrame | PauseFrame | ResumeFrame | CancelFrame | AuditFrame):
                 self._inbox.put(frame)
         self._inbox.put(_STOP_READING)
 
@@ -202,8 +226,10 @@ class Engine:
                 case CancelFrame():
                     if (request := self._requests.get(frame.request_id)) is not None:
                         self._finish(request, FinishReason.CANCELLED)
+                case AuditFrame():
+                    self.send(self._auditor.run(frame))
         except MeshError as exc:
-            request_id = getattr(frame, "request_id", None)
+            request_id = getattr(frame, "request_id", None) or getattr(frame, "audit_id", None)
             self.send(ErrorFrame(request_id=request_id, code=exc.code, message=str(exc), retryable=exc.retryable))
 
     # --- events -------------------------------------------------------------------------
@@ -229,6 +255,7 @@ class Engine:
             stops=StopMatcher(params.stop),
             grammar=self._grammar(params.response_format),
             attempt=frame.attempt,
+            admitted_at=time.monotonic(),
         )
         self._requests[frame.request_id] = request
         self._scheduler.admitted(frame.request_id, prompt_tokens=len(prompt), reserve=len(prompt) + request.limit)
@@ -264,7 +291,7 @@ class Engine:
             request.stops = StopMatcher(request.frame.params.stop)
             request.sent = frame.from_seq
             request.pending_logprobs.clear()
-            del request.records[keep:]
+            self._keep_records(request, keep, frame.from_seq)
             if request.grammar is not None:
                 request.grammar = self._regrammar(request)
         request.paused = False
@@ -295,20 +322,31 @@ class Engine:
             (feed.slot, request.tokens[feed.start : feed.stop], feed.start, feed.logits)
             for feed, request in zip(step.feeds, requests, strict=True)
         ]
+        self._note_schedule(requests, [len(ids) for _, ids, _, _ in batch])
         try:
             rows = self._llama.decode(batch)
         except DecodeFailed as exc:
             for request in requests:
                 self._fail(request, exc)
             return
-        for request, row in zip(requests, rows, strict=True):
+        for index, (request, row) in enumerate(zip(requests, rows, strict=True)):
             if row is None:
                 continue
             if request.hold:
                 request.hold = False  # caught up: the ids are in the cache; wait for the real resume
                 self._pause(request.request_id)
             else:
-                self._advance(request, row)
+                hidden = self._llama.hidden(index) if self._config.record_hidden else None
+                self._advance(request, row, hidden)
+
+    @staticmethod
+    def _note_schedule(requests: list[_Request], sizes: list[int]) -> None:
+        """Each request's place in this decode, ``(own, total, offset)``: what an exact replay needs."""
+        total = sum(sizes)
+        offset = 0
+        for request, size in zip(requests, sizes, strict=True):
+            request.schedule.append((size, total, offset))
+            offset += size
 
     def _apply(self, action: SlotAction) -> None:
         match action:
@@ -325,12 +363,15 @@ class Engine:
             case Discard(seq_id):
                 self._saved.pop(seq_id, None)
 
-    def _advance(self, request: _Request, row: Logits) -> None:
+    def _advance(self, request: _Request, row: Logits, hidden: Hidden | None) -> None:
         """Sample, record and send the next token of ``request`` from its logit ``row``."""
         position = request.generated
         token = self._choose(request, row, position)
-        self._record(request, row, token)
+        self._record(request, row, token, hidden)
+        if request.first_token_at is None:
+            request.first_token_at = time.monotonic()
         if self._llama.is_eog(token):
+            request.final_token = token
             self._finish(request, FinishReason.STOP)
             return
         request.tokens.append(token)
@@ -360,17 +401,34 @@ class Engine:
             row = grammar.mask(row)
         return sample(row, settings, key=request.key, position=position, history=history)
 
-    def _record(self, request: _Request, row: Logits, token: int) -> None:
+    def _record(self, request: _Request, row: Logits, token: int, hidden: Hidden | None) -> None:
         # In this thread, between two decodes: a helper thread would fight llama.cpp's threads for the cores.
         config = self._config
         wanted = request.top_logprobs
         if wanted is None and not config.record_top_k and not config.record_row_hash:
             return
         top_k = max(config.record_top_k, wanted or 0)
-        record = record_token(row, token, top_k=top_k, hash_row=config.record_row_hash)
+        record = committed(record_token(row, token, top_k=top_k, hash_row=config.record_row_hash))
         request.records.append(record)
+        if hidden is not None:
+            request.hidden.append(np.array(hidden, dtype=np.float32))
         if wanted is not None:
             request.pending_logprobs.append(record)
+
+    @staticmethod
+    def _keep_records(request: _Request, keep: int, from_seq: int) -> None:
+        """After a resume: the records of positions before ``keep`` stand; none before ``from_seq`` if ids came in.
+
+        The ids of positions ``keep..from_seq-1`` came from another engine, so this one
+        commits to nothing before ``from_seq`` (a receipt's records are contiguous).
+        """
+        if from_seq > keep or keep < request.first_record:
+            request.records.clear()
+            request.hidden.clear()
+            request.first_record = from_seq
+            return
+        del request.records[keep - request.first_record :]
+        del request.hidden[keep - request.first_record :]
 
     # --- answers ------------------------------------------------------------------------
 
@@ -406,7 +464,11 @@ class Engine:
             completion_tokens=request.sent,
             total_tokens=request.n_prompt + request.sent,
         )
-        proof = self._proof(request)
+        receipt = self._receipt(request, finish)
+        proof = None
+        if receipt is not None:
+            self.send(receipt)
+            proof = {"scheme": receipt.body["scheme"], "merkle_root": receipt.body["merkle_root"]}
         self.send(DoneFrame(request_id=request.request_id, finish_reason=finish, usage=usage, proof=proof))
 
     def _fail(self, request: _Request, exc: MeshError) -> None:
@@ -419,22 +481,51 @@ class Engine:
         if request.grammar is not None:
             request.grammar.close()
 
-    def _proof(self, request: _Request) -> dict[str, object] | None:
-        """A commitment to the per-token records (``docs/engine.md``)."""
-        if not request.records:
-            return None
-        chain = hashlib.sha256()
-        for record in request.records:
-            chain.update(record.token_id.to_bytes(4, "little") + record.row_sha256)
-        return {"scheme": PROOF_SCHEME, "positions": len(request.records), "records_sha256": chain.hexdigest()}
+    def _receipt(self, request: _Request, finish: FinishReason) -> EngineReceipt | None:
+        """What this engine commits to for ``request`` (§9.1): the receipt body less node id and time."""
+        output = request.tokens[request.n_prompt :]
+        if request.final_token is not None:
+            output = [*output, request.final_token]
+        if not request.records or len(output) - request.first_record != len(request.records):
+            return None  # nothing generated here, or records off (record_top_k=0 and no row hashes)
+        encoded = [encode_record(record) for record in request.records]
+        prompt = request.tokens[: request.n_prompt]
+        digest = hidden_digest(np.stack(request.hidden)) if len(request.hidden) == len(request.records) else []
+        elapsed = time.monotonic() - (request.first_token_at or request.admitted_at)
+        params = request.frame.params
+        body = {
+            "scheme": RECEIPT_SCHEME,
+            "job_id": request.request_id,
+            "model_sha256": self._model_sha256(request),
+            "build_id": self._build_id,
+            "sampler": SamplerSpec.of(request.settings, params.seed).model_dump(),
+            "max_tokens": max(request.limit, len(output)),
+            "prompt_sha256": prompt_sha256(prompt),
+            "n_prompt": len(prompt),
+            "prompt_tail": list(penalty_tail(prompt, request.settings)),
+            "output_ids": output,
+            "first_record": request.first_record,
+            "record_top_k": max(self._config.record_top_k, request.top_logprobs or 0),
+            "merkle_root": merkle_root(encoded).hex(),
+            "schedule": request.schedule,
+            "hidden_digest": [base64.b64encode(item).decode() for item in digest],
+            "constrained": request.frame.params.response_format is not None
+            and request.frame.params.response_format.type != "text",
+            "finish_reason": finish.value,
+            "ttft_ms": 1000 * ((request.first_token_at or request.admitted_at) - request.admitted_at),
+            "tokens_per_s": (len(output) - 1) / elapsed if len(output) > 1 and elapsed > 0 else 0.0,
+        }
+        records = [base64.b64encode(item).decode() for item in encoded]
+        return EngineReceipt(request_id=request.request_id, body=body, records=records)
+
+    @staticmethod
+    def _model_sha256(request: _Request) -> str:
+        return request.frame.model.removeprefix("sha256:")
 
     # --- helpers ------------------------------------------------------------------------
 
     def _prompt_tokens(self, frame: GenerateFrame) -> list[int]:
-        text = self._template.render(frame.messages) if frame.messages is not None else frame.prompt or ""
-        bos = self._template.bos_token
-        starts_with_bos = bool(bos) and text.startswith(bos)
-        return self._llama.tokenize(text.encode("utf-8"), add_bos=not starts_with_bos, special=True)
+        return prompt_tokens(self._llama, self._template, frame)
 
     def _grammar(self, response_format: ResponseFormat | None) -> Grammar | None:
         if response_format is None or response_format.type == "text":
@@ -470,12 +561,33 @@ def load_context(config: EngineConfig) -> LlamaBatchContext:
         ContextConfig(
             model_path=config.model_path,
             n_ctx=config.n_ctx,
-            n_slots=config.max_sequences,
+            n_slots=config.max_sequences + AUDIT_SLOTS,
             n_batch=max(config.n_batch, config.max_sequences),
             n_threads=config.n_threads,
             amx_guard=config.amx_guard,
+            embeddings=config.record_hidden,
+            n_outputs_max=max(config.max_sequences, config.audit_outputs),
         )
     )
+
+
+def weight_format(metadata: dict[str, str]) -> str | None:
+    """The GGUF's weight format (``Q4_K_M``, ``F16``, ...) from ``general.file_type``, if it says."""
+    import gguf
+
+    try:
+        return gguf.LlamaFileType(int(metadata["general.file_type"])).name.removeprefix("MOSTLY_")
+    except (KeyError, ValueError):
+        return None
+
+
+def build_id_of(config: EngineConfig) -> str:
+    """The build id receipts carry (``meshcore_sdk.proof.build``)."""
+    import llama_cpp
+
+    system = llama_cpp.llama_cpp.llama_print_system_info().decode("utf-8", "replace")
+    extra_bufts = not needs_amx_guard(config.amx_guard)
+    return format_build_id(version=llama_cpp.__version__, system_info=system, extra_bufts=extra_bufts)
 
 
 def main(argv: list[str]) -> int:
@@ -506,6 +618,8 @@ def main(argv: list[str]) -> int:
         chat_format=template.name,
         pid=os.getpid(),
         max_sequences=config.max_sequences,
+        build_id=engine.build_id,
+        weight_format=weight_format(llama.metadata),
     )
     engine.send(ready)
     engine.serve(sys.stdin)

@@ -22,6 +22,8 @@ from pydantic import ValidationError
 from meshcore_node.engine.ipc import ENGINE_MESSAGE, EngineConfig, EngineMessage, EngineReady
 from meshcore_node.status import EngineState
 from meshcore_sdk.protocol import (
+    AuditedFrame,
+    AuditFrame,
     Backoff,
     CancelFrame,
     DoneFrame,
@@ -120,6 +122,15 @@ class EngineSupervisor:
         if request_id in self._in_flight and self._process is not None:
             await self._write(self._process, encode_frame(CancelFrame(request_id=request_id)))
 
+    async def audit(self, frame: AuditFrame) -> None:
+        """Ask the engine to audit a job (§9.3); its ``audited`` frame (or error) comes through ``on_message``."""
+        process = self._process
+        if self.state is not EngineState.READY or process is None:
+            self._on_message(_crashed(frame.audit_id, "the engine is restarting"))
+            return
+        self._in_flight.add(frame.audit_id)
+        await self._write(process, encode_frame(frame))
+
     async def cancel_all(self) -> None:
         """Stop every request in flight (their client is gone)."""
         for request_id in list(self._in_flight):
@@ -169,6 +180,8 @@ class EngineSupervisor:
     def _forward(self, message: EngineMessage) -> None:
         if isinstance(message, DoneFrame | ErrorFrame) and message.request_id is not None:
             self._in_flight.discard(message.request_id)
+        elif isinstance(message, AuditedFrame):
+            self._in_flight.discard(message.audit_id)
         self._on_message(message)
 
     def _parse(self, line: bytes) -> EngineMessage | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
@@ -24,6 +25,11 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from meshcore_router.audits.api import audit_routes
+from meshcore_router.audits.calibration import CalibrationTable
+from meshcore_router.audits.ledger import Ledger
+from meshcore_router.audits.reputation import ReputationBook
+from meshcore_router.audits.service import AuditService
 from meshcore_router.config import RouterConfig
 from meshcore_router.direct import DirectService, direct_routes
 from meshcore_router.http_api import error_response, openai_routes, request_id_of
@@ -54,6 +60,8 @@ def create_app(
     """
     config = config or RouterConfig()
     router = Router(config, clock=clock or time.monotonic, wall_clock=wall_clock or time.time)
+    if config.audits.enabled:
+        router.audits = _audit_service(router)
     direct = DirectService(router, wall_clock=wall_clock or time.time)
     app = FastAPI(title="Meshcore router", docs_url=None, redoc_url=None, lifespan=_lifespan(router, direct))
     app.state.router = router
@@ -66,7 +74,22 @@ def create_app(
     app.include_router(openai_routes())
     app.include_router(mesh_routes())
     app.include_router(direct_routes())
+    app.include_router(audit_routes())
     return app
+
+
+def _audit_service(router: Router) -> AuditService:
+    config = router.config
+    return AuditService(
+        config.audits,
+        ledger=Ledger.open(config.audits.ledger_path),
+        book=ReputationBook(config.reputation),
+        calibration=CalibrationTable.load(config.audits.calibration_path),
+        link_of=router.link_of,
+        ready_nodes=router.ready_nodes,
+        weight_format_of=router.registry.weight_format,
+        wall_clock=router.wall_clock,
+    )
 
 
 def _lifespan(router: Router, direct: DirectService) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
@@ -76,6 +99,13 @@ def _lifespan(router: Router, direct: DirectService) -> Callable[[FastAPI], Abst
             asyncio.create_task(router.run_expiry(), name="meshcore-router-expiry"),
             asyncio.create_task(direct.run_turn_health(), name="meshcore-router-turn-health"),
         ]
+        audits = router.audits
+        if audits is not None:
+            await audits.restore()
+            background.append(asyncio.create_task(audits.run(), name="meshcore-router-audits"))
+            background.append(asyncio.create_task(audits.run_timers(), name="meshcore-router-audit-timers"))
+            shadows = router.run_shadows(random.Random())
+            background.append(asyncio.create_task(shadows, name="meshcore-router-shadows"))
         try:
             yield
         finally:
@@ -84,6 +114,8 @@ def _lifespan(router: Router, direct: DirectService) -> Callable[[FastAPI], Abst
             for task in background:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if audits is not None:
+                audits.ledger.close()
 
     return lifespan
 

@@ -10,10 +10,14 @@ the server listens, one line goes to stdout, which launchers parse::
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import os
 import signal
+from pathlib import Path
 
 import click
 
+from meshcore_router.audits.config import AuditConfig
 from meshcore_router.config import RouterConfig
 from meshcore_router.server import serve
 
@@ -41,10 +45,57 @@ _DEFAULTS = RouterConfig()
     show_default=True,
     help="How often nodes send a heartbeat, in seconds.",
 )
-def router_command(host: str, port: int, heartbeat_interval_s: float) -> None:
+@click.option(
+    "--ledger",
+    default=None,
+    help="The SQLite ledger of credits and audits (default: meshcore/ledger.sqlite in the user's data "
+    "directory; ':memory:' keeps nothing).",
+)
+@click.option(
+    "--trusted-auditor",
+    "trusted_auditors",
+    multiple=True,
+    help="A node id trusted to audit other nodes' work; repeat for several (no audits run without one).",
+)
+@click.option(
+    "--audit-rate",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Audit this share of every node's jobs (default: the share each node's standing gives).",
+)
+@click.option(
+    "--shadow-interval-s",
+    type=click.FloatRange(min=0),
+    default=_DEFAULTS.audits.shadow_interval_s,
+    show_default=True,
+    help="How often a node on probation gets a shadow prompt, in seconds (0: never).",
+)
+def router_command(
+    host: str,
+    port: int,
+    heartbeat_interval_s: float,
+    ledger: str | None,
+    trusted_auditors: tuple[str, ...],
+    audit_rate: float | None,
+    shadow_interval_s: float,
+) -> None:
     """Run the router: the mesh's control plane and its OpenAI-compatible API."""
-    config = RouterConfig(host=host, port=port, heartbeat_interval_s=heartbeat_interval_s)
+    audits = dataclasses.replace(
+        AuditConfig(),
+        ledger_path=ledger or str(_default_ledger()),
+        trusted_auditors=trusted_auditors,
+        audit_rate=audit_rate,
+        shadow_interval_s=shadow_interval_s,
+    )
+    config = RouterConfig(host=host, port=port, heartbeat_interval_s=heartbeat_interval_s, audits=audits)
     asyncio.run(_run(config))
+
+
+def _default_ledger() -> Path:
+    data = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    path = data / "meshcore" / "ledger.sqlite"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 async def _run(config: RouterConfig) -> None:

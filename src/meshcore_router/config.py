@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from meshcore_router.audits.config import AuditConfig
+from meshcore_router.audits.reputation import ReputationConfig
 from meshcore_router.turn import parse_turn_url
 from meshcore_sdk.protocol import FrameLimits
 from meshcore_sdk.protocol.errors import ConfigError
@@ -52,6 +54,8 @@ class RouterConfig:
         turn_health_interval_s: how often each TURN server is checked.
         turn_health_timeout_s: how long one check may take before the server counts as down.
         stun_urls: STUN servers to hand out as well (unchecked; only list ones you run).
+        audits: receipts, the audit lottery, auditors and the ledger (``docs/concepts/audits.md``).
+        reputation: how nodes earn and lose standing, escrow and routing weight.
     """
 
     host: str = "127.0.0.1"
@@ -81,6 +85,8 @@ class RouterConfig:
     turn_health_interval_s: float = 5.0
     turn_health_timeout_s: float = 1.0
     stun_urls: tuple[str, ...] = ()
+    audits: AuditConfig = field(default_factory=AuditConfig)
+    reputation: ReputationConfig = field(default_factory=ReputationConfig)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

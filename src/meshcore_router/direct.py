@@ -27,6 +27,7 @@ from meshcore_router.router import Router, new_request_id
 from meshcore_router.tickets import SigningKey, TicketKeys
 from meshcore_router.turn import TurnHealth, binding_request, is_binding_success, parse_turn_url, turn_ice_server
 from meshcore_sdk.protocol import (
+    GenerateFrame,
     IceServer,
     SignalFrame,
     SignalRequest,
@@ -140,7 +141,15 @@ class DirectService:
             exclude=exclude,
             max_load=self.config.max_node_load,
             retry_after_s=self.config.no_capacity_retry_after_s,
+            weight=self.router.routing_weight,
         )
+
+    def _expect_receipt(self, node_id: str, generate: GenerateFrame | None) -> None:
+        """A direct job is still the router's: its receipt comes over the worker's link (§9.1)."""
+        audits = self.router.audits
+        sha256 = None if generate is None else self.router.registry.resolve_model(generate.model)
+        if audits is not None and generate is not None and sha256 is not None:
+            audits.dispatched(node_id, generate.model_copy(update={"model": "sha256:" + sha256}))
 
     async def relay_offer(self, request: SignalRequest) -> SignalFrame:
         """Relay an offer to its worker and wait for the answer.
@@ -169,6 +178,7 @@ class DirectService:
             }
         )
         answer = link.open_signal(relayed)
+        self._expect_receipt(request.node_id, relayed.generate)
         try:
             async with asyncio.timeout(self.config.signal_timeout_s):
                 frame = await answer

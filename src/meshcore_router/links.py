@@ -12,7 +12,9 @@ How a link treats what it reads (§3.3, §4.5):
 - a frame out of order for its request: that request fails, the node gets ``cancel``;
 - a frame for a request the node was never given: ``error`` frame, the link stays;
 - frames for a request the router cancelled: dropped until its ``done`` or ``error``;
-- a ``signal`` answer (or an ``error``) for a relayed offer: handed to whoever waits for it (§8).
+- a ``signal`` answer (or an ``error``) for a relayed offer: handed to whoever waits for it (§8);
+- a ``receipt``: handed to the router's audits; a ``revealed`` or ``audited`` answer (or an
+  ``error`` naming the reveal or the audit): handed to whoever waits for it (§9).
 
 Whenever the link closes, for any reason, every request still in flight on it
 fails at once with :class:`WorkerLost`, and the router stops sending it requests.
@@ -25,13 +27,15 @@ import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Final, cast
+from typing import Any, Final, cast
 
 from pydantic import BaseModel
 
 from meshcore_router.transport import CloseCode, FrameConnection, close_code_for, error_frame, receive_frame
 from meshcore_sdk.protocol import (
     AcceptedFrame,
+    AuditedFrame,
+    AuditFrame,
     CancelFrame,
     DoneFrame,
     ErrorFrame,
@@ -40,6 +44,9 @@ from meshcore_sdk.protocol import (
     GenerateFrame,
     HeartbeatFrame,
     PausedFrame,
+    ReceiptFrame,
+    RevealedFrame,
+    RevealFrame,
     SignalFrame,
     TokenFrame,
     WorkerStream,
@@ -50,6 +57,7 @@ from meshcore_sdk.protocol.errors import (
     ConnectionLost,
     InternalError,
     MeshError,
+    MeshTimeout,
     OutOfOrderFrame,
     RemoteProtocolError,
     WorkerLost,
@@ -162,9 +170,11 @@ class NodeLink:
         self._pending: dict[str, RequestChannel] = {}
         self._cancelled: OrderedDict[str, None] = OrderedDict()
         self._signals: dict[str, asyncio.Future[SignalFrame]] = {}
+        self._answers: dict[tuple[str, str], asyncio.Future[Any]] = {}  # reveals and audits (§9)
         self._stop = asyncio.Event()
         self._closing: tuple[int, str, MeshError | None] | None = None
         self._on_close = on_close
+        self._on_receipt: Callable[[ReceiptFrame], None] = lambda frame: None
 
     @property
     def in_flight(self) -> int:
@@ -219,6 +229,40 @@ class NodeLink:
         """Forget a relayed offer; a late answer is then dropped."""
         self._signals.pop(request_id, None)
 
+    async def reveal(self, frame: RevealFrame, *, timeout_s: float) -> RevealedFrame:
+        """Ask the node for records of a request it served (§9.2).
+
+        Raises:
+            MeshError: the node refused (its ``error``), the link closed, or no answer within ``timeout_s``.
+        """
+        answer: RevealedFrame = await self._ask(("revealed", frame.request_id), frame, timeout_s)
+        return answer
+
+    async def audit(self, frame: AuditFrame, *, timeout_s: float) -> AuditedFrame:
+        """Ask the node (a trusted auditor) to audit a job (§9.3).
+
+        Raises:
+            MeshError: the node refused (its ``error``), the link closed, or no answer within ``timeout_s``.
+        """
+        answer: AuditedFrame = await self._ask(("audited", frame.audit_id), frame, timeout_s)
+        return answer
+
+    async def _ask(self, key: tuple[str, str], frame: BaseModel, timeout_s: float) -> Any:
+        if self._closing is not None:
+            raise WorkerLost(f"node {self.node_id} is going away", worker_id=self.node_id)
+        if key in self._answers:
+            raise InternalError(f"a {key[0]} answer for {key[1]} is already awaited")
+        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._answers[key] = answer
+        self.send_nowait(frame)
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await answer
+        except TimeoutError as exc:
+            raise MeshTimeout(f"node {self.node_id} sent no {key[0]} answer within {timeout_s} s") from exc
+        finally:
+            self._answers.pop(key, None)
+
     def cancel_request(self, request_id: str) -> None:
         """Stop a request: the node gets ``cancel`` and its late frames are dropped."""
         if self._pending.pop(request_id, None) is None or self._closing is not None:
@@ -246,6 +290,9 @@ class NodeLink:
                 answer.set_exception(
                     WorkerLost(f"the link to node {self.node_id} closed: {reason}", request_id=request_id)
                 )
+        for awaited in self._answers.values():
+            if not awaited.done():
+                awaited.set_exception(WorkerLost(f"the link to node {self.node_id} closed: {reason}"))
         for request_id, channel in pending.items():
             channel.fail(
                 WorkerLost(
@@ -257,8 +304,13 @@ class NodeLink:
         self._stop.set()
         self._on_close()
 
-    async def run(self, on_heartbeat: Callable[[HeartbeatFrame], None]) -> None:
-        """Serve the link until it closes, passing each heartbeat to ``on_heartbeat``."""
+    async def run(
+        self,
+        on_heartbeat: Callable[[HeartbeatFrame], None],
+        on_receipt: Callable[[ReceiptFrame], None] = lambda frame: None,
+    ) -> None:
+        """Serve the link until it closes, passing each heartbeat and each receipt on."""
+        self._on_receipt = on_receipt
         try:
             async with asyncio.TaskGroup() as tasks:
                 reader = tasks.create_task(self._read_loop(on_heartbeat))
@@ -308,6 +360,16 @@ class NodeLink:
                 self._deliver(frame.request_id, frame)
             case SignalFrame(kind="answer"):
                 self._answer_signal(frame.request_id, frame)
+            case ReceiptFrame():
+                self._on_receipt(frame)
+            case RevealedFrame():
+                self._answer(("revealed", frame.request_id), frame)
+            case AuditedFrame():
+                self._answer(("audited", frame.audit_id), frame)
+            case ErrorFrame(request_id=str() as request_id) if ("revealed", request_id) in self._answers:
+                self._answer(("revealed", request_id), self._error_of(frame))
+            case ErrorFrame(request_id=str() as request_id) if ("audited", request_id) in self._answers:
+                self._answer(("audited", request_id), self._error_of(frame))
             case ErrorFrame(request_id=str() as request_id) if request_id in self._signals:
                 self._answer_signal(request_id, frame)
             case ErrorFrame(request_id=str() as request_id):
@@ -325,6 +387,15 @@ class NodeLink:
             answer.set_result(frame)
         else:
             answer.set_exception(self._error_of(frame))
+
+    def _answer(self, key: tuple[str, str], answer: BaseModel | MeshError) -> None:
+        awaited = self._answers.get(key)
+        if awaited is None or awaited.done():
+            return  # given up on: a late answer means nothing
+        if isinstance(answer, MeshError):
+            awaited.set_exception(answer)
+        else:
+            awaited.set_result(answer)
 
     def _deliver(self, request_id: str, frame: WorkerFrame | ErrorFrame) -> None:
         if request_id in self._cancelled:

@@ -10,8 +10,12 @@ the live nodes holding it:
 2. only ``READY`` nodes that are not excluded and whose load is below
    ``max_load`` are eligible; none eligible is :class:`NoCapacity` (HTTP 503,
    with a ``Retry-After`` hint);
-3. among the eligible, the least loaded wins, ties broken by node id, so the
-   choice is a total order and the same inputs always give the same node.
+3. a node's routing weight (from its audit standing, 1.0 for a node in good
+   standing) scales its load: the effective load is ``load / weight``, so a node
+   whose audits came out ambiguous gets less traffic, and a weight of 0 (a
+   slashed node) is never eligible;
+4. among the eligible, the lowest effective load wins, ties broken by node id,
+   so the choice is a total order and the same inputs always give the same node.
 
 A node's load is the work it has relative to what it runs at once:
 ``max(active + queued from its last heartbeat, requests the router has in
@@ -48,28 +52,36 @@ def node_load(record: NodeRecord, in_flight: int) -> float:
     return max(reported, in_flight) / record.max_sequences
 
 
+def _full_weight(node_id: str) -> float:
+    return 1.0
+
+
 def choose_node(
     records: Iterable[NodeRecord],
     *,
     in_flight: Callable[[str], int],
     exclude: Collection[str] = (),
     max_load: float = float("inf"),
+    weight: Callable[[str], float] = _full_weight,
 ) -> str | None:
-    """The least loaded eligible node, ties by node id; None when no node is eligible.
+    """The eligible node with the lowest effective load, ties by node id; None when no node is eligible.
 
     Args:
         records: the live nodes holding the model.
         in_flight: how many requests the router has in flight on a node.
         exclude: nodes not to pick (for instance, ones that already failed this request).
         max_load: nodes at or above this load are not eligible.
+        weight: a node's routing weight in [0, 1]; 0 is never eligible.
     """
     best: tuple[float, str] | None = None
     for record in records:
-        if record.status is not NodeStatus.READY or record.node_id in exclude:
+        share = weight(record.node_id)
+        if record.status is not NodeStatus.READY or record.node_id in exclude or share <= 0.0:
             continue
         load = node_load(record, in_flight(record.node_id))
-        if load < max_load and (best is None or (load, record.node_id) < best):
-            best = (load, record.node_id)
+        effective = (load + 1 / record.max_sequences) / share  # the load it would have with this request
+        if load < max_load and (best is None or (effective, record.node_id) < best):
+            best = (effective, record.node_id)
     return None if best is None else best[1]
 
 
@@ -82,6 +94,7 @@ def route(
     exclude: Collection[str] = (),
     max_load: float = float("inf"),
     retry_after_s: float = 1.0,
+    weight: Callable[[str], float] = _full_weight,
 ) -> Route:
     """Pick the node that serves a request for ``model``.
 
@@ -94,7 +107,7 @@ def route(
     if sha256 is None or info is None:
         raise ModelNotFound(f"no node in the mesh serves the model {model!r}")
     records = registry.candidates(sha256, now=now)
-    node_id = choose_node(records, in_flight=in_flight, exclude=exclude, max_load=max_load)
+    node_id = choose_node(records, in_flight=in_flight, exclude=exclude, max_load=max_load, weight=weight)
     if node_id is None:
         raise NoCapacity(
             f"no READY node can serve {model!r} now ({len(records)} connected hold it)",

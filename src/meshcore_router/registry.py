@@ -210,6 +210,11 @@ class NodeRegistry:
         """The model with this hash, if any node ever served it."""
         return self._known.get(sha256)
 
+    def weight_format(self, sha256: str) -> str | None:
+        """The weight format (``Q4_K_M``, ...) nodes report for a model, if they do."""
+        info = self._known.get(sha256)
+        return None if info is None else info.weight_format
+
     def candidates(self, sha256: str, *, now: float) -> list[NodeRecord]:
         """Live nodes holding the model, in node id order (whatever their status)."""
         holders = self._serving.get(sha256, ())

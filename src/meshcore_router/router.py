@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import secrets
 from collections import Counter
 from collections.abc import Callable, Collection
 
+from meshcore_router.audits.service import AuditService
+from meshcore_router.audits.shadow import ShadowPlanner, shadow_request
 from meshcore_router.config import RouterConfig
 from meshcore_router.dispatch import Dispatch
 from meshcore_router.links import NodeLink
@@ -29,6 +32,7 @@ from meshcore_router.metrics import RouterMetrics
 from meshcore_router.registry import SHA256_PREFIX, NodeRegistry
 from meshcore_router.transport import CloseCode, FrameConnection, accept_hello, receive_frame, refuse
 from meshcore_sdk.protocol import (
+    DoneFrame,
     GenerateFrame,
     HeartbeatFrame,
     NodeStatus,
@@ -68,6 +72,8 @@ class Router:
         self._links: dict[str, NodeLink] = {}
         self._timer_moved = asyncio.Event()
         self._registry_changed = asyncio.Event()
+        self.audits: AuditService | None = None
+        """Receipt checks and audits (``meshcore_router.audits``), when the app runs them."""
 
     # --- requests -------------------------------------------------------------------------
 
@@ -90,6 +96,7 @@ class Router:
             exclude=exclude,
             max_load=self.config.max_node_load,
             retry_after_s=self.config.no_capacity_retry_after_s,
+            weight=self.routing_weight,
         )
         outgoing = frame.model_copy(update={"model": SHA256_PREFIX + chosen.sha256})
         size = len(encode_frame(outgoing).encode())
@@ -97,9 +104,24 @@ class Router:
             raise BadRequest(f"the request takes {size} bytes, more than the {self.config.max_frame_bytes} allowed")
         link = self._links[chosen.node_id]
         channel = link.open_request(outgoing)
+        if self.audits is not None:
+            self.audits.dispatched(chosen.node_id, outgoing)
         return Dispatch(
             chosen, link, channel, config=self.config, metrics=self.metrics, clock=self.clock, group=frame.group
         )
+
+    def routing_weight(self, node_id: str) -> float:
+        """A node's share of traffic from its audit standing (1.0 without audits; 0: banned)."""
+        return 1.0 if self.audits is None else self.audits.routing_weight(node_id)
+
+    def ready_nodes(self) -> list[tuple[str, frozenset[str]]]:
+        """The READY nodes connected now, with the model hashes each holds."""
+        now = self.clock()
+        return [
+            (record.node_id, frozenset(model.sha256 for model in record.models))
+            for record in self.registry
+            if record.alive_at(now) and record.status is NodeStatus.READY and record.node_id in self._links
+        ]
 
     def link_of(self, node_id: str) -> NodeLink | None:
         """The control link of a connected node, if it is connected."""
@@ -149,7 +171,15 @@ class Router:
         link.send_nowait(
             RegisteredFrame(node_id=register.node_id, heartbeat_interval_s=self.config.heartbeat_interval_s)
         )
-        await link.run(lambda frame: self._on_heartbeat(link, frame))
+        audits = self.audits
+        if audits is not None:
+            audits.node_registered(register.node_id, register.public_key, register.build_id)
+            await link.run(
+                lambda frame: self._on_heartbeat(link, frame),
+                lambda frame: audits.receipt_arrived(link.node_id, frame),
+            )
+        else:
+            await link.run(lambda frame: self._on_heartbeat(link, frame))
 
     async def _receive_register(self, conn: FrameConnection) -> RegisterFrame:
         try:
@@ -192,6 +222,39 @@ class Router:
     def _on_heartbeat(self, link: NodeLink, frame: HeartbeatFrame) -> None:
         if self.registry.heartbeat(link.node_id, frame, now=self.clock(), incarnation=link.incarnation):
             self._notify_change()
+
+    # --- shadow prompts -------------------------------------------------------------------
+
+    async def run_shadows(self, rng: random.Random) -> None:
+        """Send nodes on probation or under escalation shadow prompts, forever (``meshcore_router.audits.shadow``)."""
+        audits = self.audits
+        interval_s = self.config.audits.shadow_interval_s
+        if audits is None or interval_s <= 0:
+            return
+        planner = ShadowPlanner(interval_s, rng)
+        async with asyncio.TaskGroup() as tasks:
+            while True:
+                probation = [node for node, _ in self.ready_nodes() if audits.wants_shadows(node)]
+                for node_id in planner.due(probation, now=self.clock()):
+                    tasks.create_task(self._shadow(node_id, rng))
+                deadline = planner.get_timer()
+                await asyncio.sleep(interval_s if deadline is None else max(0.05, deadline - self.clock()))
+
+    async def _shadow(self, node_id: str, rng: random.Random) -> None:
+        """One shadow prompt to ``node_id``, read to its end like a client would."""
+        record = self.registry.get(node_id)
+        if record is None or not record.models or self.audits is None:
+            return
+        model = "sha256:" + rng.choice(record.models).sha256
+        frame = shadow_request(rng, request_id=new_request_id(), model=model)
+        others = [node for node, _ in self.ready_nodes() if node != node_id]
+        try:
+            dispatch = self.dispatch(frame, exclude=others)
+            self.audits.mark_shadow(frame.request_id)
+            while not isinstance(await dispatch.next_frame(), DoneFrame):
+                pass
+        except MeshError as exc:
+            logger.info("shadow prompt to %s: %s", node_id, exc)
 
     # --- liveness -------------------------------------------------------------------------
 

@@ -50,6 +50,10 @@ class MeshConfig:
             more than one node shares this machine).
         ice_host_addresses: the addresses each node's direct mode gathers host candidates on (None: every
             interface but loopback; ``("127.0.0.1",)`` lets a client on this machine connect directly).
+        trusted_auditors: node ids the router trusts to audit the others' work (none: no audits).
+        audit_rate: every node's audit rate (None: the router's default, from each node's standing).
+        ledger_path: the router's ledger (None: ``ledger.sqlite`` in the log directory).
+        shadow_interval_s: how often the router sends nodes on probation a shadow prompt (None: its default).
         python: the interpreter that runs the parts.
     """
 
@@ -63,6 +67,10 @@ class MeshConfig:
     log_dir: Path | None = None
     passive_threads: bool | None = None
     ice_host_addresses: tuple[str, ...] | None = None
+    trusted_auditors: tuple[str, ...] = ()
+    audit_rate: float | None = None
+    ledger_path: Path | None = None
+    shadow_interval_s: float | None = None
     python: str = field(default_factory=lambda: sys.executable)
 
 
@@ -82,6 +90,11 @@ class LocalMesh:
         self.nodes: dict[str, asyncio.subprocess.Process] = {}
         self._router_url: str | None = None
         self._port: int | None = None
+
+    @property
+    def ledger_path(self) -> Path:
+        """The router's ledger file."""
+        return self.config.ledger_path or self.log_dir / "ledger.sqlite"
 
     @property
     def router_url(self) -> str:
@@ -123,6 +136,8 @@ class LocalMesh:
             node_id,
             "--n-ctx",
             str(self.config.n_ctx),
+            "--key",
+            str(self.log_dir / f"{node_id}.key"),
         ]
         if self.config.model_path is not None:
             args += ["--model", str(self.config.model_path)]
@@ -197,9 +212,15 @@ class LocalMesh:
         if self._port is None:
             self._port = self.config.port or _free_port()
         port = self._port
-        args = ["-m", "meshcore_router", "--port", str(port)]
+        args = ["-m", "meshcore_router", "--port", str(port), "--ledger", str(self.ledger_path)]
         if self.config.heartbeat_interval_s is not None:
             args += ["--heartbeat-interval-s", str(self.config.heartbeat_interval_s)]
+        for auditor in self.config.trusted_auditors:
+            args += ["--trusted-auditor", auditor]
+        if self.config.audit_rate is not None:
+            args += ["--audit-rate", str(self.config.audit_rate)]
+        if self.config.shadow_interval_s is not None:
+            args += ["--shadow-interval-s", str(self.config.shadow_interval_s)]
         self.router = await self._spawn("router", args)
         self._router_url = f"http://127.0.0.1:{port}"
         while True:

@@ -58,6 +58,26 @@ def test_choose_node(
     assert chosen == expected
 
 
+@pytest.mark.parametrize(
+    ("loads", "weights", "expected"),
+    [
+        pytest.param({"a": 0, "b": 0}, {"a": 0.0}, "b", id="a slashed node is never chosen"),
+        pytest.param({"a": 0}, {"a": 0.0}, None, id="a slashed node alone: no capacity"),
+        pytest.param({"a": 1, "b": 2}, {"a": 0.25}, "b", id="a low weight counts as more load"),
+        pytest.param({"a": 1, "b": 2}, {"a": 0.75}, "a", id="a mild weight still wins on load"),
+        pytest.param({"a": 0, "b": 0}, {"a": 0.5}, "b", id="an idle node at full weight ties below"),
+    ],
+)
+def test_routing_weight_scales_load(loads: dict[str, int], weights: dict[str, float], expected: str | None) -> None:
+    """Audit standing scales a node's effective load; weight 0 takes it out of routing."""
+    registry = registry_with(*((node, READY, 4, active, 0) for node, active in loads.items()))
+    records = registry.candidates(M.sha256, now=1.0)
+
+    chosen = choose_node(records, in_flight=no_flight, weight=lambda node: weights.get(node, 1.0))
+
+    assert chosen == expected
+
+
 def test_node_load_takes_the_larger_of_reported_and_in_flight() -> None:
     (record,) = registry_with(("a", READY, 2, 1, 1)).candidates(M.sha256, now=0.0)
     assert node_load(record, 0) == 1.0

@@ -162,7 +162,8 @@ async def test_a_cheater_is_caught_slashed_and_routed_around(audited_mesh: Local
     honest_audits = [e for e in entries if e["kind"] == "audit" and e["node_id"] == HONEST]
     assert honest_audits, "the honest worker was audited too"
     verdicts = [json.loads(entry["payload_json"])["verdict"] for entry in honest_audits]
-    assert all(verdict["outcome"] == "pass" for verdict in verdicts), verdicts
+    # never a flag; AMBIGUOUS (beyond the calibration's honest maximum, within 3x of it) is allowed
+    assert all(verdict["outcome"] != "flag" for verdict in verdicts), verdicts
     final = await audits_of(mesh)
     assert final["nodes"][HONEST]["standing"] != "slashed"
     assert final["nodes"][HONEST]["balance"]["escrow_micro"] > 0

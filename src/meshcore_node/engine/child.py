@@ -149,6 +149,7 @@ class Engine:
         self._requests: dict[str, _Request] = {}
         self._saved: dict[str, bytes] = {}
         self._running = True
+        self._audits: deque[AuditFrame] = deque()
         self._build_id = build_id_of(config)
         audit_slot = config.max_sequences
         self._auditor = AuditRunner(llama, template, job_slot=audit_slot, filler_slot=audit_slot + 1)
@@ -159,11 +160,13 @@ class Engine:
         """Serve requests from ``stdin`` until it closes."""
         threading.Thread(target=self._read, args=(stdin,), name="engine-stdin", daemon=True).start()
         while self._running:
-            if not self._scheduler.has_work:
+            if not self._scheduler.has_work and not self._audits:
                 self._take(self._inbox.get())
             self._drain_inbox()
             if self._running and self._scheduler.has_work:
                 self.step()
+            if self._running and self._audits:
+                self._audit(self._audits.popleft())
         for request in list(self._requests.values()):
             self._finish(request, FinishReason.CANCELLED)
 
@@ -181,7 +184,11 @@ class Engine:
         while self._scheduler.has_work and (max_steps is None or steps < max_steps):
             self.step()
             steps += 1
+            if self._audits:
+                self._audit(self._audits.popleft())
             self._drain_inbox()
+        while self._audits and max_steps is None:
+            self._audit(self._audits.popleft())
         return steps
 
     @property
@@ -227,10 +234,17 @@ class Engine:
                     if (request := self._requests.get(frame.request_id)) is not None:
                         self._finish(request, FinishReason.CANCELLED)
                 case AuditFrame():
-                    self.send(self._auditor.run(frame))
+                    self._audits.append(frame)
         except MeshError as exc:
             request_id = getattr(frame, "request_id", None) or getattr(frame, "audit_id", None)
             self.send(ErrorFrame(request_id=request_id, code=exc.code, message=str(exc), retryable=exc.retryable))
+
+    def _audit(self, frame: AuditFrame) -> None:
+        """Run one audit; one per step at most, so that the engine's own requests never stall behind audits."""
+        try:
+            self.send(self._auditor.run(frame))
+        except MeshError as exc:
+            self.send(ErrorFrame(request_id=frame.audit_id, code=exc.code, message=str(exc), retryable=exc.retryable))
 
     # --- events -------------------------------------------------------------------------
 

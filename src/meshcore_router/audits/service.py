@@ -159,6 +159,7 @@ class AuditService:
         self.idle.set()
         self._busy = 0
         self._tasks: asyncio.TaskGroup | None = None
+        self._auditor_slots: dict[str, asyncio.Semaphore] = {}
 
     # --- what the router tells the service ------------------------------------------------
 
@@ -362,7 +363,8 @@ class AuditService:
             job=job,
             records=list(checked.records),
         )
-        answer = await link.audit(frame, timeout_s=self.config.audit_timeout_s)
+        async with self._auditor_slots.setdefault(auditor.node_id, asyncio.Semaphore(1)):  # one at a time each
+            answer = await link.audit(frame, timeout_s=self.config.audit_timeout_s)
         scores = AuditScores.model_validate(answer.scores)
         if answer.prompt_sha256 != checked.body.prompt_sha256:
             verdict = Verdict(outcome=Outcome.FLAG, reasons=("the worker's prompt differs from the request's",))

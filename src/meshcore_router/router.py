@@ -255,6 +255,8 @@ class Router:
                 pass
         except MeshError as exc:
             logger.info("shadow prompt to %s: %s", node_id, exc)
+        except Exception:  # a shadow prompt's bug must not stop the others
+            logger.exception("shadow prompt to %s failed", node_id)
 
     # --- liveness -------------------------------------------------------------------------
 

@@ -152,7 +152,7 @@ class AuditService:
         self._jobs: OrderedDict[str, _Job] = OrderedDict()
         self._keys: dict[str, str] = {}
         self._builds: dict[str, str] = {}
-        self._checked: dict[str, _Checked] = {}
+        self._checked: OrderedDict[str, _Checked] = OrderedDict()  # audited jobs, for second opinions
         self._inbox: asyncio.Queue[tuple[str, ReceiptFrame]] = asyncio.Queue()
         self._slots = asyncio.Semaphore(config.max_concurrent_checks)
         self.idle = asyncio.Event()
@@ -238,6 +238,8 @@ class AuditService:
             await self._check(node_id, frame)
         except MeshError as exc:
             logger.warning("receipt %s from %s: %s", frame.request_id, node_id, exc)
+        except Exception:  # a bug here must cost this receipt only, never the audits of the whole mesh
+            logger.exception("checking receipt %s from %s failed", frame.request_id, node_id)
         finally:
             self._slots.release()
             self._busy -= 1
@@ -269,6 +271,8 @@ class AuditService:
                 records = tuple(base64.b64encode(leaf).decode() for leaf, _ in everything.values())
             checked = _Checked(node_id, job, body, records)
             self._checked[body.job_id] = checked
+            while len(self._checked) > self.config.max_pending_jobs:
+                self._checked.popitem(last=False)
             await self._audit(checked, second_opinion=False)
 
     def _verify(self, node_id: str, job: _Job, frame: ReceiptFrame, epoch: int, now: float) -> ReceiptBody:
@@ -497,6 +501,8 @@ class AuditService:
             await work
         except MeshError as exc:
             logger.warning("second audit of %s: %s", job_id, exc)
+        except Exception:  # as in _check_one: one audit's bug must not stop the others
+            logger.exception("second audit of %s failed", job_id)
 
     async def _append(self, entry: NewEntry) -> None:
         await asyncio.to_thread(self.ledger.append, entry)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from meshcore_router.audits.config import AuditConfig
-from meshcore_router.audits.reputation import ReputationConfig
+from meshcore_router.audits.reputation import MEASURED_FALSE_FLAG_RATE, ReputationConfig
 from meshcore_router.turn import parse_turn_url
 from meshcore_sdk.protocol import FrameLimits
 from meshcore_sdk.protocol.errors import ConfigError
@@ -86,7 +86,9 @@ class RouterConfig:
     turn_health_timeout_s: float = 1.0
     stun_urls: tuple[str, ...] = ()
     audits: AuditConfig = field(default_factory=AuditConfig)
-    reputation: ReputationConfig = field(default_factory=ReputationConfig)
+    reputation: ReputationConfig = field(
+        default_factory=lambda: ReputationConfig(false_flag_rate=MEASURED_FALSE_FLAG_RATE)
+    )
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

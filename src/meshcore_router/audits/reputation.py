@@ -79,6 +79,7 @@ from meshcore_sdk.protocol.errors import ConfigError
 
 __all__ = [
     "MAX_SLASH_ALPHA",
+    "MEASURED_FALSE_FLAG_RATE",
     "Action",
     "AppendTranscript",
     "AuditJudged",
@@ -98,6 +99,11 @@ __all__ = [
     "Standing",
     "flags_to_confirm",
 ]
+
+MEASURED_FALSE_FLAG_RATE: Final = 0.15
+"""The per-job false-flag rate to assume for Gemma 3 270M Q4_K_M: the 95% upper bound of held-out honest
+jobs flagged in ``benchmarks/audit.py`` (24 of 224; docs/benchmarks.md).  The router's default: with it
+the SPRT needs 9 flags in a row, not 3, before it slashes."""
 
 MAX_SLASH_ALPHA: Final = 1e-7
 """The largest false-slash probability a configuration may ask for (research §6.6, stage 2)."""

@@ -85,6 +85,7 @@ SLASH_ACTIONS = [FreezeBalance(N), Ban(N), SetRoutingWeight(N, 0.0), SetAuditRat
 def test_module_exports_are_pinned() -> None:
     assert reputation.__all__ == [
         "MAX_SLASH_ALPHA",
+        "MEASURED_FALSE_FLAG_RATE",
         "Action",
         "AppendTranscript",
         "AuditJudged",

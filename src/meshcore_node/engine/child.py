@@ -10,7 +10,7 @@ The main thread loops: take in every frame that arrived, ask the
 :class:`~meshcore_node.engine.scheduler.Scheduler` for the next step, run its
 slot actions and its one batched ``llama_decode`` through
 :class:`~meshcore_node.engine.batch.LlamaBatchContext`, then sample one token
-for each sequence whose logits came out (:mod:`meshcore_node.engine.sampling`)
+for each sequence whose logits came out (:mod:`meshcore_sdk.proof.sampler`)
 and send it.  Frames are taken in between two steps, so a ``cancel`` or a
 ``pause`` takes effect within one step.
 

@@ -79,10 +79,9 @@ from meshcore_router.audits.verdict import Outcome, judge
 from meshcore_sdk.proof.consistency import check_consistency
 from meshcore_sdk.proof.digest import hidden_digest
 from meshcore_sdk.proof.receipt import ReceiptBody, SamplerSpec
-from meshcore_sdk.proof.records import TokenRecord, committed, record_token
+from meshcore_sdk.proof.records import TokenRecord, committed, record_token, row_hash
 from meshcore_sdk.proof.report import AuditScores
 from meshcore_sdk.proof.sampler import PENALTY_WINDOW, SamplerSettings, job_key, sample
-from meshcore_sdk.proof.scores import row_hash
 
 SYSTEM = "You are a patient teacher. Answer in full sentences, with examples, and never use lists."
 QUESTIONS = [

@@ -29,8 +29,8 @@ API = {
         "logsumexp", "penalize", "philox_raw_at", "sample", "top_indices",
     ],
     "records": [
-        "ID_LIMIT", "ROW_HASH_BYTES", "TokenRecord", "committed", "decode_record", "encode_record", "leaf_hash",
-        "record_size", "record_token",
+        "ID_LIMIT", "ROW_HASH_BYTES", "ROW_HASH_STRIDE", "TokenRecord", "committed", "decode_record", "encode_record",
+        "leaf_hash", "record_size", "record_token", "row_hash",
     ],
     "merkle": ["hash_leaf", "inclusion_proof", "merkle_root", "verify_inclusion"],
     "receipt": [

@@ -14,6 +14,7 @@ from hypothesis.extra.numpy import arrays
 
 from meshcore_sdk.proof.records import (
     ID_LIMIT,
+    ROW_HASH_STRIDE,
     TokenRecord,
     committed,
     decode_record,
@@ -21,6 +22,7 @@ from meshcore_sdk.proof.records import (
     leaf_hash,
     record_size,
     record_token,
+    row_hash,
 )
 from meshcore_sdk.protocol.errors import RecordInvalid
 
@@ -39,7 +41,17 @@ def test_record_holds_logprob_top_k_and_row_hash() -> None:
     [(top_id, top_logprob)] = rec.top_logprobs(1)
     assert top_id == 1
     assert top_logprob == pytest.approx(3.0 - lse)
-    assert rec.row_sha256 == hashlib.sha256(row.astype("<f4").tobytes()).digest()
+    assert rec.row_sha256 == hashlib.sha256(row[:1].astype("<f4").tobytes()).digest()  # logits 0, 16, ...
+
+
+def test_the_row_hash_covers_every_sixteenth_logit_bit_for_bit() -> None:
+    row = np.random.default_rng(3).standard_normal(1000).astype(np.float32)
+    assert row_hash(row) == hashlib.sha256(row[::ROW_HASH_STRIDE].astype("<f4").tobytes()).digest()
+    for index in (0, ROW_HASH_STRIDE, 992):
+        changed = row.copy()
+        changed[index] = np.nextafter(changed[index], np.float32(np.inf))  # one ulp
+        assert row_hash(changed) != row_hash(row)
+    assert record_token(row, 0, top_k=1).row_sha256 == row_hash(row)
 
 
 def test_a_record_at_k_20_fits_the_budget() -> None:

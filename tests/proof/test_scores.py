@@ -10,7 +10,7 @@ from meshcore_sdk.proof.digest import hidden_digest
 from meshcore_sdk.proof.records import TokenRecord, committed, record_token
 from meshcore_sdk.proof.report import AuditTier
 from meshcore_sdk.proof.sampler import SamplerSettings, job_key, sample
-from meshcore_sdk.proof.scores import position_scores, row_hash, score_tier_a, score_tier_b
+from meshcore_sdk.proof.scores import position_scores, score_tier_a, score_tier_b
 
 VOCAB = 500
 KEY = job_key("req-1", None)
@@ -188,8 +188,3 @@ def test_tier_a_reports_the_first_mismatching_position(
     assert scores.tier is AuditTier.REPLAY
     assert scores.row_mismatch_at == expected
     assert scores.positions == 2 and scores.seconds == 1.5
-
-
-def test_row_hash_is_the_records_hash() -> None:
-    row = rows(10, 1)[0]
-    assert record_token(row, 0, top_k=1).row_sha256 == row_hash(row)

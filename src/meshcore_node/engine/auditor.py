@@ -71,10 +71,10 @@ import numpy as np
 import numpy.typing as npt
 
 from meshcore_node.engine.batch import LlamaBatchContext
-from meshcore_sdk.proof.records import TokenRecord
+from meshcore_sdk.proof.records import TokenRecord, row_hash
 from meshcore_sdk.proof.report import AuditScores
 from meshcore_sdk.proof.sampler import SamplerSettings
-from meshcore_sdk.proof.scores import row_hash, score_tier_a, score_tier_b
+from meshcore_sdk.proof.scores import score_tier_a, score_tier_b
 from meshcore_sdk.protocol.errors import ProofError
 
 __all__ = ["AuditJob", "Auditor", "ReplayStep", "ScheduleStep", "replayable", "step_layouts"]

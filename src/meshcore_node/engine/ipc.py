@@ -30,7 +30,7 @@ class EngineConfig(BaseModel):
         chat_format: the llama-cpp-python chat format to use when the GGUF has no template.
         max_sequences: sequences the engine holds at once (running, paused and queued count alike).
         record_top_k: logits kept per generated token for proofs and ``top_logprobs`` (0: none).
-        record_row_hash: keep SHA-256 of each token's full logit row.
+        record_row_hash: keep each token's row hash (``meshcore_sdk.proof.records.row_hash``).
         record_hidden: keep each generated token's final hidden state for the receipt's digest.
         audit_outputs: logit rows one audit prefill step may ask for (the auditor's chunk of positions).
         amx_guard: force the AMX guard on or off; None decides from the CPU.

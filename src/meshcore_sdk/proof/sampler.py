@@ -187,6 +187,11 @@ def top_indices(row: Logits, k: int) -> npt.NDArray[np.int64]:
     sample_ = row[::stride]
     bound = np.partition(sample_, sample_.size - k)[sample_.size - k] if sample_.size >= k else -np.inf
     candidates = np.flatnonzero(row >= bound)
+    if candidates.size > 4 * k:
+        # Thousands of candidates on a large vocabulary: keep those at or above the k-th largest
+        # (ties included) before sorting.
+        values = row[candidates]
+        candidates = candidates[values >= np.partition(values, values.size - k)[values.size - k]]
     order = np.lexsort((candidates, -row[candidates].astype(np.float64)))
     return candidates[order[:k]]
 

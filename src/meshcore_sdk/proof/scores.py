@@ -36,7 +36,6 @@ can anyone who re-runs an audit transcript.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -54,7 +53,6 @@ __all__ = [
     "TIE_MARGIN",
     "PositionScores",
     "position_scores",
-    "row_hash",
     "score_tier_a",
     "score_tier_b",
 ]
@@ -76,11 +74,6 @@ class PositionScores:
     kl: float
     margin: float
     disagree: bool
-
-
-def row_hash(row: npt.NDArray[np.float32]) -> bytes:
-    """SHA-256 of a raw float32 logit row, little-endian (what a record's ``row_sha256`` holds)."""
-    return hashlib.sha256(np.ascontiguousarray(row, dtype="<f4").tobytes()).digest()
 
 
 def _log_softmax(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from meshcore_sdk.proof.merkle import inclusion_proof
+from meshcore_sdk.proof.merkle import inclusion_proofs
 from meshcore_sdk.protocol import RevealedFrame
 from meshcore_sdk.protocol.errors import BadRequest
 
@@ -87,7 +87,7 @@ class CommitmentStore:
             request_id=job_id,
             positions=list(positions),
             records=[base64.b64encode(leaves[index]).decode() for index in indices],
-            proofs=[[node.hex() for node in inclusion_proof(leaves, index)] for index in indices],
+            proofs=[[node.hex() for node in proof] for proof in inclusion_proofs(leaves, indices)],
         )
 
     def _drop(self, job_id: str) -> None:

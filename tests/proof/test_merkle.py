@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meshcore_sdk.proof.merkle import hash_leaf, inclusion_proof, merkle_root, verify_inclusion
+from meshcore_sdk.proof.merkle import hash_leaf, inclusion_proof, inclusion_proofs, merkle_root, verify_inclusion
 
 LEAVES = st.lists(st.binary(max_size=40), min_size=1, max_size=70)
 
@@ -45,6 +45,29 @@ def test_every_proof_verifies(leaves: list[bytes], data: st.DataObject) -> None:
     index = data.draw(st.integers(0, len(leaves) - 1))
     root = merkle_root(leaves)
     assert verify_inclusion(leaves[index], index, len(leaves), inclusion_proof(leaves, index), root)
+
+
+@given(LEAVES, st.data())
+def test_the_proofs_of_many_leaves_are_each_leafs_own_proof(leaves: list[bytes], data: st.DataObject) -> None:
+    indices = data.draw(st.lists(st.integers(0, len(leaves) - 1), max_size=12))
+    assert inclusion_proofs(leaves, indices) == [inclusion_proof(leaves, index) for index in indices]
+
+
+def test_the_proofs_of_many_leaves_hash_each_node_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import meshcore_sdk.proof.merkle as merkle
+
+    calls = 0
+    node = merkle._hash_node
+
+    def counted(left: bytes, right: bytes) -> bytes:
+        nonlocal calls
+        calls += 1
+        return node(left, right)
+
+    monkeypatch.setattr(merkle, "_hash_node", counted)
+    leaves = [bytes([i % 256, i // 256]) for i in range(1000)]
+    inclusion_proofs(leaves, list(range(0, 1000, 7)))
+    assert calls <= len(leaves) - 1  # interior nodes of a 1,000-leaf tree
 
 
 @given(LEAVES, st.data())

@@ -32,7 +32,7 @@ API = {
         "ID_LIMIT", "ROW_HASH_BYTES", "ROW_HASH_STRIDE", "TokenRecord", "committed", "decode_record", "encode_record",
         "leaf_hash", "record_size", "record_token", "row_hash",
     ],
-    "merkle": ["hash_leaf", "inclusion_proof", "merkle_root", "verify_inclusion"],
+    "merkle": ["hash_leaf", "inclusion_proof", "inclusion_proofs", "merkle_root", "verify_inclusion"],
     "receipt": [
         "MAX_OUTPUT_IDS", "MAX_RECEIPT_BYTES", "RECEIPT_SCHEME", "NodeKey", "ReceiptBody", "SamplerSpec",
         "SignedReceipt", "canonical_bytes", "penalty_tail", "prompt_sha256", "receipt_from_json", "verify_receipt",

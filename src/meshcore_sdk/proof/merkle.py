@@ -18,7 +18,8 @@ The tree is Certificate Transparency's (RFC 6962 §2.1, RFC 9162 §2.1):
   and :func:`verify_inclusion` is RFC 9162's algorithm §2.1.3.2, which also
   checks that the proof has exactly the length the tree size implies.
 
-Building the root or one proof hashes each node once: ``2n - 1`` hashes.
+Building the root, or the proofs of any number of leaves (:func:`inclusion_proofs`),
+hashes each node once: at most ``2n - 1`` hashes.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-__all__ = ["hash_leaf", "inclusion_proof", "merkle_root", "verify_inclusion"]
+__all__ = ["hash_leaf", "inclusion_proof", "inclusion_proofs", "merkle_root", "verify_inclusion"]
 
 _LEAF = b"\x00"
 _NODE = b"\x01"
@@ -46,34 +47,59 @@ def _split(n: int) -> int:
     return 1 << ((n - 1).bit_length() - 1)
 
 
-def _root(hashes: Sequence[bytes]) -> bytes:
-    if len(hashes) == 1:
-        return hashes[0]
-    k = _split(len(hashes))
-    return _hash_node(_root(hashes[:k]), _root(hashes[k:]))
+class _Tree:
+    """The leaf hashes of one tree and the roots of its subtrees, each hashed once when first needed."""
+
+    def __init__(self, leaves: Sequence[bytes]) -> None:
+        self._hashes = [hash_leaf(leaf) for leaf in leaves]
+        self._roots: dict[tuple[int, int], bytes] = {}
+        self.size = len(self._hashes)
+
+    def root(self, lo: int, hi: int) -> bytes:
+        """The root of leaves ``lo..hi-1`` (``hi > lo``)."""
+        if hi - lo == 1:
+            return self._hashes[lo]
+        found = self._roots.get((lo, hi))
+        if found is None:
+            k = _split(hi - lo)
+            found = self._roots[lo, hi] = _hash_node(self.root(lo, lo + k), self.root(lo + k, hi))
+        return found
+
+    def path(self, index: int) -> list[bytes]:
+        """The sibling hashes from leaf ``index`` up to the root, deepest first."""
+        siblings: list[bytes] = []
+        lo, hi = 0, self.size
+        while hi - lo > 1:
+            k = _split(hi - lo)
+            if index < lo + k:
+                siblings.append(self.root(lo + k, hi))
+                hi = lo + k
+            else:
+                siblings.append(self.root(lo, lo + k))
+                lo += k
+        siblings.reverse()
+        return siblings
 
 
 def merkle_root(leaves: Sequence[bytes]) -> bytes:
     """The 32-byte root of ``leaves`` (``SHA-256(b"")`` when there is none)."""
     if not leaves:
         return hashlib.sha256(b"").digest()
-    return _root([hash_leaf(leaf) for leaf in leaves])
-
-
-def _path(hashes: Sequence[bytes], index: int) -> list[bytes]:
-    if len(hashes) == 1:
-        return []
-    k = _split(len(hashes))
-    if index < k:
-        return [*_path(hashes[:k], index), _root(hashes[k:])]
-    return [*_path(hashes[k:], index - k), _root(hashes[:k])]
+    return _Tree(leaves).root(0, len(leaves))
 
 
 def inclusion_proof(leaves: Sequence[bytes], index: int) -> list[bytes]:
     """The sibling hashes that lead from leaf ``index`` to the root, deepest first."""
-    if not 0 <= index < len(leaves):
-        raise IndexError(f"leaf {index} is not in a tree of {len(leaves)}")
-    return _path([hash_leaf(leaf) for leaf in leaves], index)
+    return inclusion_proofs(leaves, [index])[0]
+
+
+def inclusion_proofs(leaves: Sequence[bytes], indices: Sequence[int]) -> list[list[bytes]]:
+    """The inclusion proofs of several leaves of one tree, hashing each node once for all of them."""
+    for index in indices:
+        if not 0 <= index < len(leaves):
+            raise IndexError(f"leaf {index} is not in a tree of {len(leaves)}")
+    tree = _Tree(leaves)
+    return [tree.path(index) for index in indices]
 
 
 def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes) -> bool:

@@ -333,26 +333,26 @@ def entries_for(actions: Iterable[Action], *, at: float) -> list[NewEntry]:
     Routing weights, audit rates, bans and second-audit requests are operational
     and write nothing; the ``slash`` entry records the ban.
     """
-    return [entry for action in actions if (entry := _entry_for(action, at)) is not None]
+    return [entry for action in actions for entry in _entries_for(action, at)]
 
 
-def _entry_for(action: Action, at: float) -> NewEntry | None:
+def _entries_for(action: Action, at: float) -> Iterator[NewEntry]:
     node = action.node_id
     match action:
         case CreditEscrow(job_id=job, amount_micro=amount, matures_at=matures_at):
             payload: dict[str, Any] = {"matures_at": matures_at}
-            return NewEntry(EntryKind.CREDIT_ESCROW, at, node, job, amount, payload, f"credit_escrow:{node}:{job}")
-        case ReleaseEscrow(amount_micro=amount, job_ids=jobs) if jobs:
-            key = f"release_escrow:{node}:{jobs[0]}"
-            return NewEntry(EntryKind.RELEASE_ESCROW, at, node, None, amount, {"job_ids": list(jobs)}, key)
+            yield NewEntry(EntryKind.CREDIT_ESCROW, at, node, job, amount, payload, f"credit_escrow:{node}:{job}")
+        case ReleaseEscrow(releases=releases):
+            for job, amount in releases:
+                yield NewEntry(EntryKind.RELEASE_ESCROW, at, node, job, amount, {}, f"release_escrow:{node}:{job}")
         case FreezeBalance():
-            return NewEntry(EntryKind.FREEZE, at, node, idempotency_key=f"freeze:{node}")
+            yield NewEntry(EntryKind.FREEZE, at, node, idempotency_key=f"freeze:{node}")
         case AppendTranscript(standing=standing, reason=reason, job_id=job):
             payload = {"standing": str(standing), "reason": reason}
             if standing is Standing.SLASHED:
-                return NewEntry(EntryKind.SLASH, at, node, job, 0, payload, f"slash:{node}")
-            return NewEntry(EntryKind.STANDING, at, node, job, 0, payload)
-    return None
+                yield NewEntry(EntryKind.SLASH, at, node, job, 0, payload, f"slash:{node}")
+            else:
+                yield NewEntry(EntryKind.STANDING, at, node, job, 0, payload)
 
 
 _SCHEMA: Final = """

@@ -246,11 +246,24 @@ class CreditEscrow:
 
 @dataclass(frozen=True, slots=True)
 class ReleaseEscrow:
-    """Move matured escrow to the node's available balance."""
+    """Move matured escrow to the node's available balance: ``releases`` are ``(job_id, amount)``.
+
+    The ledger writes one entry per job, keyed by the job, so a replay that matures the
+    same jobs in other batches releases each exactly once.
+    """
 
     node_id: str
-    amount_micro: int
-    job_ids: tuple[str, ...]
+    releases: tuple[tuple[str, int], ...]
+
+    @property
+    def amount_micro(self) -> int:
+        """The total released."""
+        return sum(amount for _, amount in self.releases)
+
+    @property
+    def job_ids(self) -> tuple[str, ...]:
+        """The jobs whose escrow matured."""
+        return tuple(job_id for job_id, _ in self.releases)
 
 
 @dataclass(frozen=True, slots=True)
@@ -535,12 +548,11 @@ class NodeReputation:
         ]
 
     def _release(self, now: float) -> list[Action]:
-        amount, jobs = 0, []
+        releases = []
         while self._escrow and self._escrow[0][0] <= now:
             _, job_id, credited = heapq.heappop(self._escrow)
-            amount += credited
-            jobs.append(job_id)
-        return [ReleaseEscrow(self.node_id, amount, tuple(jobs))] if jobs else []
+            releases.append((job_id, credited))
+        return [ReleaseEscrow(self.node_id, tuple(releases))] if releases else []
 
     # --- helpers --------------------------------------------------------------------------
 

@@ -361,6 +361,24 @@ def test_a_standing_cores_actions_become_entries_and_a_retry_adds_nothing(ledger
     assert ledger.verify() == 8
 
 
+def test_escrow_released_in_other_batches_after_a_restart_lands_once_per_job(ledger: Ledger) -> None:
+    def served(timer_at: list[float]) -> list[NewEntry]:
+        node = NodeReputation("n", ReputationConfig(probation_jobs=0, escrow_hold_s=10.0))
+        entries = entries_for(node.handle(NodeJoined("n"), now=0.0), at=0.0)
+        for i, at in enumerate((1.0, 2.0, 3.0)):
+            entries += entries_for(node.handle(JobServed("n", f"j{i}", tokens=10), now=at), at=at)
+        for at in timer_at:
+            entries += entries_for(node.handle_timer(now=at), at=at)
+        return entries
+
+    ledger.append_many(served([11.5]))  # live: j0 matured alone, then the router died
+    ledger.append_many(served([12.5, 20.0]))  # replay: j0 and j1 together, then j2
+
+    releases = [entry for entry in ledger.entries() if entry.kind is EntryKind.RELEASE_ESCROW]
+    assert [entry.job_id for entry in releases] == ["j0", "j1", "j2"]
+    assert ledger.balance("n").available_micro == 30 and ledger.balance("n").escrow_micro == 0
+
+
 def test_sqlite_errors_become_ledger_errors(tmp_path: Path) -> None:
     with pytest.raises(LedgerError):
         Ledger.open(tmp_path / "missing-dir" / "ledger.db")

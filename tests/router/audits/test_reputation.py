@@ -175,10 +175,10 @@ def test_escrow_is_held_through_probation_and_released_once_active_and_mature() 
     node.handle(JobServed(N, "j3", tokens=10), now=60.0)  # probation ends
 
     assert node.get_timer() == 101.0
-    assert node.handle_timer(now=150.0) == [ReleaseEscrow(N, 40, ("j1", "j2"))]
+    assert node.handle_timer(now=150.0) == [ReleaseEscrow(N, (("j1", 20), ("j2", 20)))]
     assert (node.get_timer(), node.escrow_micro) == (160.0, 20)
     assert node.handle_timer(now=159.0) == []
-    assert node.handle_timer(now=160.0) == [ReleaseEscrow(N, 20, ("j3",))]
+    assert node.handle_timer(now=160.0) == [ReleaseEscrow(N, (("j3", 20),))]
     assert node.get_timer() is None
 
 
@@ -299,7 +299,7 @@ def test_an_escalation_that_times_out_ends_undecided() -> None:
         SetAuditRate(N, 0.1),
         SetRoutingWeight(N, 0.5),
         AppendTranscript(N, Standing.ACTIVE, "cleared: the escalation timed out", "j-bad"),
-        ReleaseEscrow(N, 20, ("j-bad",)),  # held during the escalation, matured meanwhile
+        ReleaseEscrow(N, (("j-bad", 20),)),  # held during the escalation, matured meanwhile
     ]
 
 
@@ -431,7 +431,7 @@ def test_the_book_routes_events_and_merges_timers() -> None:
     assert "a" in book and "x" not in book
     assert book.node_ids() == ("a", "b")
     assert book.get_timer() == 110.0
-    assert book.handle_timer(now=115.0) == [ReleaseEscrow("a", 6, ("a0", "a1", "a2"))]
+    assert book.handle_timer(now=115.0) == [ReleaseEscrow("a", (("a0", 2), ("a1", 2), ("a2", 2)))]
     assert book.get_timer() == 120.0
     assert book.node("b").standing is Standing.ACTIVE
     assert book.routing_weight("a") == 1.0 and book.audit_rate("b") == 0.02

@@ -125,7 +125,7 @@ def record_token(logits: Logits, token_id: int, *, top_k: int, hash_row: bool = 
 
 def row_hash(row: Logits) -> bytes:
     """SHA-256 of every :data:`ROW_HASH_STRIDE`-th logit of ``row`` as float32, little-endian."""
-    return hashlib.sha256(np.ascontiguousarray(row[::ROW_HASH_STRIDE], dtype="<f4")).digest()
+    return hashlib.sha256(np.ascontiguousarray(row[::ROW_HASH_STRIDE], dtype="<f4").tobytes()).digest()
 
 
 def record_size(top_k: int, *, row_hash: bool = True) -> int:

@@ -5,8 +5,9 @@ Needs the ``langchain`` extra (``pip install 'meshcore[langchain]'``). Run a mes
 Gemma 3 270M), then ``python examples/langchain_agent.py``. ``MESHCORE_ROUTER_URL`` points at
 another router; ``MESHCORE_MODEL`` names another model.
 
-Routers that constrain tool calls with a grammar return well-formed calls even from a small
-model. A router without that answers in prose: the loop then ends after one turn and says so.
+The router constrains tool calls with a grammar, so even a small model returns well-formed calls;
+with ``tool_choice="auto"`` (the default) it may answer in text instead, which ends the loop. A
+router without such a grammar may answer in prose at once: the loop then ends after one turn.
 """
 
 from __future__ import annotations
@@ -52,8 +53,7 @@ def main() -> None:
             print(f"tool {call['name']}({call['args']}) -> {result.content}")
 
     if calls == 0:
-        print("no tool call came back: this router does not constrain tool calls with a grammar yet,")
-        print("so the model answered in prose.")
+        print("no tool call came back: the model answered without the tool.")
     final = history[-1]
     print("answer:", final.content)
     if isinstance(final, AIMessage) and final.usage_metadata:

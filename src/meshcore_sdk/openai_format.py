@@ -32,8 +32,10 @@ from meshcore_sdk.openai_tools import (
     ToolSpec,
     forced_tools,
     instruction_text,
+    parse_reply,
     parse_tool_call,
     render_calls,
+    text_allowed,
     tool_call_body,
     tool_schema,
 )
@@ -182,8 +184,13 @@ class ChatCompletionRequest(_GenerationRequest):
 
     @property
     def forced_functions(self) -> tuple[FunctionSpec, ...]:
-        """The functions the answer must call one of (empty: a free text answer)."""
+        """The functions the answer may call (empty: a free text answer); see :attr:`text_allowed`."""
         return forced_tools(self.tools, self.tool_choice)
+
+    @property
+    def text_allowed(self) -> bool:
+        """Whether, with tools, the answer may be text instead of a call (``tool_choice`` ``"auto"``)."""
+        return text_allowed(self.tool_choice)
 
     def _logprob_params(self) -> dict[str, Any]:
         if not self.logprobs:
@@ -195,10 +202,13 @@ class ChatCompletionRequest(_GenerationRequest):
         limit = self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
         functions = self.forced_functions
         sampling = self._sampling(limit, None)
+        allow_text = self.text_allowed
         if functions:
-            sampling["response_format"] = {"type": "json_schema", "json_schema": tool_schema(functions)}
+            schema = tool_schema(functions, allow_text=allow_text)
+            sampling["response_format"] = {"type": "json_schema", "json_schema": schema}
         params = SamplingParams.model_validate(sampling)
-        messages = _chat_messages(self.messages, instruction_text(functions) if functions else None)
+        instructions = instruction_text(functions, allow_text=allow_text) if functions else None
+        messages = _chat_messages(self.messages, instructions)
         return GenerateFrame(request_id=request_id, model=self.model, messages=messages, params=params)
 
     def max_tokens_param(self) -> str:
@@ -394,7 +404,8 @@ class ChunkFormatter:
         """OpenAI's chunks of one tool call: id and name, then the arguments, then the finish."""
         call = parse_tool_call(text, self._meta.tools)
         if call is None:
-            return [self._chunk(text, finish_reason=done.finish_reason.value, seq=None, token_id=None, attempt=0)]
+            reply = parse_reply(text)
+            return [self._chunk(reply, finish_reason=done.finish_reason.value, seq=None, token_id=None, attempt=0)]
         body = tool_call_body(call, self._meta.request_id)
         head = {**body, "index": 0, "function": {"name": call.name, "arguments": ""}}
         deltas: list[tuple[dict[str, Any], str | None]] = [
@@ -493,7 +504,7 @@ def completion_body(
         choice["finish_reason"] = "tool_calls"
         choice["logprobs"] = None
     elif meta.kind == "chat":
-        choice["message"] = {"role": "assistant", "content": text}
+        choice["message"] = {"role": "assistant", "content": parse_reply(text) if meta.tools else text}
     else:
         choice["text"] = text
     return {

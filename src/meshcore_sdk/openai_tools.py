@@ -10,9 +10,12 @@ front of the conversation.  The answer is parsed back into OpenAI's
 
 Choices made here:
 
-- ``tool_choice: "auto"`` is read as ``"required"`` when tools are given: a small
-  model cannot reliably decide between prose and a call.  (A later version may
-  offer the grammar an alternative of plain text and let the model choose.)
+- ``tool_choice: "auto"`` (the default when tools are given) lets the model
+  choose: the schema admits a call or ``{"content": <text>}``, and the latter
+  comes back as the message's ``content`` (:func:`parse_reply`).  An agent loop
+  needs that, to answer once the tools' results are in.  ``"required"`` (and
+  LangChain's ``"any"``) admit only a call.  The text of an ``auto`` answer is
+  read once it is whole: while it streams, it could still become a call.
 - One call per answer, whatever ``parallel_tool_calls`` says.
 - Chat templates of small models know only ``user`` and ``assistant`` turns, so
   history is rendered as text they can carry: an assistant turn with
@@ -43,9 +46,11 @@ __all__ = [
     "call_id",
     "forced_tools",
     "instruction_text",
+    "parse_reply",
     "parse_tool_call",
     "render_calls",
     "tool_call_body",
+    "text_allowed",
     "tool_schema",
 ]
 
@@ -100,7 +105,10 @@ class ToolCallIn(_Tolerant):
 def forced_tools(
     tools: Sequence[ToolSpec], choice: ToolChoiceMode | NamedToolChoice | None
 ) -> tuple[FunctionSpec, ...]:
-    """The functions the answer must call one of; empty when the answer is free text.
+    """The functions the answer may call; empty when the answer is free text.
+
+    With ``tool_choice`` ``"auto"`` (or none) the answer may also be text
+    (:func:`text_allowed`); otherwise it must be a call to one of them.
 
     Raises:
         ValueError: the tools or the choice do not make sense together.
@@ -117,16 +125,24 @@ def forced_tools(
         if not chosen:
             raise ValueError(f"tool_choice names {choice.function.name!r}, which is not among the tools")
         return tuple(chosen)
-    return tuple(tool.function for tool in tools)  # "required", and "auto" read as "required"
+    return tuple(tool.function for tool in tools)
+
+
+def text_allowed(choice: ToolChoiceMode | NamedToolChoice | None) -> bool:
+    """Whether an answer with tools may be text instead of a call (``tool_choice`` ``"auto"`` or unset)."""
+    return choice is None or choice == "auto"
 
 
 def _arguments_schema(function: FunctionSpec) -> dict[str, Any]:
     return function.parameters if function.parameters else {"type": "object", "properties": {}}
 
 
-def tool_schema(functions: Sequence[FunctionSpec]) -> dict[str, Any]:
-    """The JSON schema of one call to one of ``functions``: the arguments follow the chosen name."""
-    alternatives = [
+def tool_schema(functions: Sequence[FunctionSpec], *, allow_text: bool = False) -> dict[str, Any]:
+    """The JSON schema of one call to one of ``functions`` (the arguments follow the chosen name).
+
+    With ``allow_text``, ``{"content": <text>}`` is an alternative to a call.
+    """
+    alternatives: list[dict[str, Any]] = [
         {
             "type": "object",
             "properties": {"name": {"const": function.name}, "arguments": _arguments_schema(function)},
@@ -135,17 +151,25 @@ def tool_schema(functions: Sequence[FunctionSpec]) -> dict[str, Any]:
         }
         for function in functions
     ]
+    if allow_text:
+        reply = {"content": {"type": "string"}}
+        alternatives.append(
+            {"type": "object", "properties": reply, "required": ["content"], "additionalProperties": False}
+        )
     return alternatives[0] if len(alternatives) == 1 else {"anyOf": alternatives}
 
 
-def instruction_text(functions: Sequence[FunctionSpec]) -> str:
-    """The system text that tells the model which tools it has and how to call them."""
-    lines = [
-        "You can call the following tools. Answer with exactly one JSON object "
-        '{"name": <tool name>, "arguments": <object matching the tool\'s parameters>} and nothing else.',
-        "",
-        "Tools:",
-    ]
+def instruction_text(functions: Sequence[FunctionSpec], *, allow_text: bool = False) -> str:
+    """The system text that tells the model which tools it has and how to call them (or answer)."""
+    call = '{"name": <tool name>, "arguments": <object matching the tool\'s parameters>}'
+    if allow_text:
+        how = (
+            f"Answer with exactly one JSON object and nothing else: {call} to call a tool, or "
+            '{"content": <your answer>} to answer without one (say, once a tool\'s result is in).'
+        )
+    else:
+        how = f"Answer with exactly one JSON object {call} and nothing else."
+    lines = ["You can call the following tools. " + how, "", "Tools:"]
     for function in functions:
         lines.append(f"- {function.name}: {function.description or '(no description)'}")
         lines.append(f"  parameters: {json.dumps(_arguments_schema(function), separators=(',', ':'))}")
@@ -185,6 +209,17 @@ def parse_tool_call(text: str, functions: Sequence[FunctionSpec]) -> ParsedToolC
     if name not in {function.name for function in functions} or not isinstance(arguments, Mapping):
         return None
     return ParsedToolCall(name=name, arguments=json.dumps(arguments, ensure_ascii=False))
+
+
+def parse_reply(text: str) -> str:
+    """The text of an answer that is not a call: the ``content`` of ``{"content": ...}``, else ``text`` itself."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(value, Mapping) and set(value) == {"content"} and isinstance(value["content"], str):
+        return value["content"]
+    return text
 
 
 def call_id(request_id: str, index: int = 0) -> str:

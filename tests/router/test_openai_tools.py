@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from meshcore_sdk.openai_format import ChatCompletionRequest
-from meshcore_sdk.openai_tools import FunctionSpec, call_id, parse_tool_call, tool_schema
+from meshcore_sdk.openai_tools import FunctionSpec, call_id, parse_reply, parse_tool_call, tool_schema
 from meshcore_sdk.protocol import ResponseFormat
 
 from .conftest import RunningRouter, StartNode
@@ -53,6 +53,9 @@ def test_every_tool_is_an_alternative_of_the_schema(choice: str | None) -> None:
     frame = frame_of(CHAT | {"tool_choice": choice})
     schema = frame.params.response_format.json_schema
     alternatives = schema["anyOf"]
+    if choice != "required":  # auto (the default with tools): a reply in text is the last alternative
+        reply = alternatives.pop()
+        assert reply["properties"] == {"content": {"type": "string"}} and reply["required"] == ["content"]
     assert [a["properties"]["name"] for a in alternatives] == [{"const": "get_weather"}, {"const": "get_time"}]
     assert alternatives[0]["properties"]["arguments"] == WEATHER_PARAMS
     assert alternatives[1]["properties"]["arguments"] == {"type": "object", "properties": {}}
@@ -125,6 +128,26 @@ def test_parse_tool_call(text: str, expected: tuple[str, str] | None) -> None:
     assert (None if call is None else (call.name, call.arguments)) == expected
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"content": "It is sunny."}', "It is sunny."),
+        ('{"content": "a", "extra": 1}', '{"content": "a", "extra": 1}'),
+        ('{"content": 3}', '{"content": 3}'),
+        ('{"content": "cut', '{"content": "cut'),
+        ("plain", "plain"),
+    ],
+)
+def test_a_reply_in_text_is_the_content_of_its_object(text: str, expected: str) -> None:
+    assert parse_reply(text) == expected
+
+
+def test_the_instructions_offer_a_reply_in_text_only_with_auto() -> None:
+    auto = frame_of(CHAT).messages[0].content
+    required = frame_of(CHAT | {"tool_choice": "required"}).messages[0].content
+    assert '{"content": <your answer>}' in auto and "content" not in required
+
+
 def test_call_ids_are_derived_from_the_request() -> None:
     assert call_id("r") == call_id("r") != call_id("s")
     assert call_id("r").startswith("call_") and len(call_id("r")) == 29
@@ -187,6 +210,15 @@ async def test_a_cut_off_call_is_text_with_finish_length(http: httpx.AsyncClient
     chunks = sse_events((await http.post("/v1/chat/completions", json=CHAT | {"max_tokens": 2, "stream": True})).text)
     assert [c["choices"][0]["finish_reason"] for c in chunks[:-1]] == ["length"]
     assert chunks[0]["choices"][0]["delta"]["content"] == choice["message"]["content"]
+
+
+async def test_with_auto_the_model_may_answer_in_text(http: httpx.AsyncClient, start_node: StartNode) -> None:
+    await start_node("node-a", plan=Plan(tokens=[b'{"content": ', b'"Sunny, ', b'20 C."}']))
+    choice = (await http.post("/v1/chat/completions", json=CHAT)).json()["choices"][0]
+    assert choice["finish_reason"] == "stop"
+    assert choice["message"] == {"role": "assistant", "content": "Sunny, 20 C."}
+    chunks = sse_events((await http.post("/v1/chat/completions", json=CHAT | {"stream": True})).text)
+    assert [c["choices"][0]["delta"].get("content") for c in chunks[:-1]] == ["Sunny, 20 C."]
 
 
 async def test_tool_choice_none_answers_in_text(http: httpx.AsyncClient, start_node: StartNode) -> None:

@@ -47,6 +47,13 @@ __all__ = ["node_command", "run_node"]
     help="Requests accepted at once before the node reports BUSY.",
 )
 @click.option(
+    "--hedge-reserve-slots",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Sequence slots kept for primaries: the node pushes back hedges unless more are free "
+    "(default: a quarter of --max-in-flight).",
+)
+@click.option(
     "--passive-threads/--spinning-threads",
     default=False,
     show_default=True,
@@ -87,6 +94,7 @@ def node_command(
     n_ctx: int,
     n_threads: int | None,
     max_in_flight: int,
+    hedge_reserve_slots: int | None,
     passive_threads: bool,
     ice_host_addresses: tuple[str, ...],
     fault_token_delay_ms: float,
@@ -103,6 +111,7 @@ def node_command(
         n_ctx=n_ctx,
         n_threads=n_threads,
         max_in_flight=max_in_flight,
+        hedge_reserve_slots=hedge_reserve_slots,
         passive_threads=passive_threads,
         ice_host_addresses=ice_host_addresses or None,
         fault_token_delay_s=fault_token_delay_ms / 1000,

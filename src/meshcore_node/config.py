@@ -38,6 +38,8 @@ class NodeConfig:
             long before it leaves for the router, so the node streams like a slow machine.
         audit_window_s: how long the records behind each receipt are kept for audits, in seconds.
         commitment_max_bytes: the most record bytes kept for audits; the oldest go first past it.
+        hedge_reserve_slots: sequence slots kept for primaries: the node pushes back hedges ("busy, don't
+            hedge to me") unless more than this many are free (None: a quarter of its capacity, rounded down).
     """
 
     router_url: str = "http://127.0.0.1:8080"
@@ -60,6 +62,7 @@ class NodeConfig:
     direct_open_timeout_s: float = 10.0
     audit_window_s: float = 3600.0
     commitment_max_bytes: int = 256 * 1024 * 1024
+    hedge_reserve_slots: int | None = None
 
     @property
     def jwks_url(self) -> str:

@@ -33,7 +33,7 @@ from meshcore_node.engine.ipc import EngineAccepted, EngineConfig, EngineMessage
 from meshcore_node.engine.supervisor import EngineSupervisor
 from meshcore_node.link import ControlLink
 from meshcore_node.models import ModelFile
-from meshcore_node.status import EngineState, node_status
+from meshcore_node.status import EngineState, accepts_hedges, default_hedge_reserve, node_status
 from meshcore_node.telemetry import SwapWatch, ThroughputMeter, sample_memory
 from meshcore_sdk.proof.receipt import NodeKey, ReceiptBody
 from meshcore_sdk.protocol import (
@@ -90,7 +90,7 @@ class Node:
         self._throughput = ThroughputMeter()
         self._draining = False
         self._swapping = False
-        self._reported_status: NodeStatus | None = None
+        self._reported: tuple[NodeStatus, bool] | None = None
         self.key = key or NodeKey.generate()
         self.commitments = CommitmentStore(audit_window_s=config.audit_window_s, max_bytes=config.commitment_max_bytes)
         self.engine = EngineSupervisor(
@@ -128,6 +128,8 @@ class Node:
             ),
             submit=self._submit,
             cancel=self.engine.cancel,
+            pause=self.engine.pause,
+            resume=self.engine.resume,
             send_link=self.link.send,
             fetch_jwks=self._fetch_jwks,
             wall_clock=time.time,
@@ -155,6 +157,18 @@ class Node:
             capacity=self.capacity,
             swapping=self._swapping,
             draining=self._draining,
+        )
+
+    @property
+    def accepts_hedges(self) -> bool:
+        """Whether this node takes speculative copies now (its push-back, ``docs/protocol.md`` §4.2)."""
+        capacity = self.capacity
+        reserve = self._config.hedge_reserve_slots
+        return accepts_hedges(
+            status=self.status,
+            in_flight=self.engine.in_flight,
+            capacity=capacity,
+            reserve_slots=default_hedge_reserve(capacity) if reserve is None else reserve,
         )
 
     @property
@@ -192,9 +206,11 @@ class Node:
             tokens_per_s=self._throughput.rate(time.monotonic()),
             engine_restarts=self.engine.restarts,
             swapping=self._swapping,
+            accepts_hedges=self.accepts_hedges,
         )
-        self._reported_status = self.status
-        return HeartbeatFrame(status=self._reported_status, telemetry=telemetry)
+        status = self.status
+        self._reported = (status, telemetry.accepts_hedges)
+        return HeartbeatFrame(status=status, telemetry=telemetry)
 
     async def _refresh_keys_on_registration(self) -> None:
         while True:
@@ -231,8 +247,8 @@ class Node:
         self._notify_status()
 
     def _notify_status(self) -> None:
-        """Heartbeat at once if the status differs from the one last reported."""
-        if self.status is not self._reported_status:
+        """Heartbeat at once if the status or the push-back differs from the one last reported."""
+        if (self.status, self.accepts_hedges) != self._reported:
             self.link.status_changed()
 
     async def _from_router(self, frame: Frame) -> None:

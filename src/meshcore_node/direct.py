@@ -10,9 +10,12 @@ Per offer (``docs/protocol.md`` §8), in one session task owned by :meth:`Direct
 3. answer with a complete SDP (aiortc gathers before it returns) over the link, with a
    pre-negotiated channel (id 0) and the ICE servers the router sent (never ``None``);
 4. buffer the engine's frames until the channel opens, then send them in order, and the
-   rest as they come; a ``cancel`` from the client cancels the engine request;
-5. end when the request ended and the client closed, or when the channel does not open
-   in time (the engine request is cancelled then).
+   rest as they come.  The client's ``pause``, ``resume`` and ``cancel`` frames for the
+   request go to the engine exactly as they do over the control link (§3.2), in the order
+   they came: a swarm's follower is paused, caught up and resumed over its channel;
+5. end when the request ended and the client closed, when the client cancelled or closed
+   the channel, or when the channel does not open in time (the engine request is
+   cancelled then, unless it had ended).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from meshcore_sdk.protocol import (
     ErrorFrame,
     FrameLimits,
     GenerateFrame,
+    PauseFrame,
+    ResumeFrame,
     SignalFrame,
     TicketClaims,
     decode_frame,
@@ -85,6 +90,7 @@ class _Session:
         self.finished = False  # the engine sent the request's done or error
         self.ended = asyncio.Event()  # finished, or cancelled by the client
         self.closed = asyncio.Event()
+        self.controls: asyncio.Queue[PauseFrame | ResumeFrame] = asyncio.Queue()
 
     def send(self, frame: Outgoing) -> None:
         text = encode_frame(frame)
@@ -110,6 +116,8 @@ class DirectServer:
         config: the answerer's settings.
         submit: starts a ``generate`` on the engine.
         cancel: cancels an engine request by id.
+        pause: pauses an engine request by id (it answers ``paused``).
+        resume: resumes a paused engine request (§3.2).
         send_link: sends a frame to the router over the control link.
         fetch_jwks: fetches the router's JWKS.
         wall_clock: seconds since the Unix epoch (tickets carry absolute times).
@@ -122,6 +130,8 @@ class DirectServer:
         *,
         submit: Callable[[GenerateFrame], Awaitable[None]],
         cancel: Callable[[str], Awaitable[None]],
+        pause: Callable[[str], Awaitable[None]],
+        resume: Callable[[ResumeFrame], Awaitable[None]],
         send_link: Callable[[Any], None],
         fetch_jwks: Callable[[], Awaitable[Mapping[str, Any]]],
         wall_clock: Callable[[], float],
@@ -130,6 +140,8 @@ class DirectServer:
         self._config = config
         self._submit = submit
         self._cancel = cancel
+        self._pause = pause
+        self._resume = resume
         self._send_link = send_link
         self._fetch_jwks = fetch_jwks
         self._wall_clock = wall_clock
@@ -232,31 +244,61 @@ class DirectServer:
             channel = pc.createDataChannel(_CHANNEL_LABEL, negotiated=True, id=0)
             opened = asyncio.Event()
             channel.on("open", opened.set)
-            channel.on("close", session.closed.set)
-            channel.on("message", lambda message: self._on_message(generate.request_id, message))
+            channel.on("close", lambda: self._on_close(session))
+            channel.on("message", lambda message: self.received(generate.request_id, message))
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
             await pc.setLocalDescription(await pc.createAnswer())
             self._send_link(SignalFrame(kind="answer", request_id=offer.request_id, sdp=pc.localDescription.sdp))
             async with asyncio.timeout(self._config.open_timeout_s):
                 await opened.wait()
             session.opened(channel)
-            await session.ended.wait()
+            await self._serve_controls(session)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._config.linger_s):
                     await session.closed.wait()
         finally:
             await pc.close()
 
-    def _on_message(self, request_id: str, message: str | bytes) -> None:
+    def received(self, request_id: str, message: str | bytes) -> None:
+        """Take a frame the client sent on the channel of ``request_id``.
+
+        ``cancel`` ends the session (its engine request is cancelled); ``pause`` and
+        ``resume`` are queued for the engine, in order.  Frames for another request, and
+        frames a client does not send, are dropped.
+        """
+        session = self._sessions.get(request_id)
         try:
             frame = decode_frame(message, self._limits)
         except MeshError as exc:
             logger.warning("direct request %s: bad frame from the client: %s", request_id, exc)
             return
-        if isinstance(frame, CancelFrame) and frame.request_id == request_id:
-            self._cancel_soon(request_id)
+        if session is None or getattr(frame, "request_id", None) != request_id:
+            return
+        match frame:
+            case CancelFrame():
+                session.ended.set()  # the session ends; its finally block cancels the engine request
+            case PauseFrame() | ResumeFrame():
+                session.controls.put_nowait(frame)
+            case _:
+                logger.warning("direct request %s: the client sent a %s frame", request_id, frame.type)
 
-    def _cancel_soon(self, request_id: str) -> None:
-        session = self._sessions.get(request_id)
-        if session is not None:
-            session.ended.set()  # the session ends; its finally block cancels the engine request
+    async def _serve_controls(self, session: _Session) -> None:
+        """Hand the client's pauses and resumes to the engine until the session ends."""
+        async with asyncio.TaskGroup() as group:
+            forward = group.create_task(self._forward_controls(session))
+            await session.ended.wait()
+            forward.cancel()
+
+    async def _forward_controls(self, session: _Session) -> None:
+        while True:
+            frame = await session.controls.get()
+            if isinstance(frame, PauseFrame):
+                await self._pause(frame.request_id)
+            else:
+                await self._resume(frame)
+
+    @staticmethod
+    def _on_close(session: _Session) -> None:
+        """The client closed the channel: nobody reads the answer any more, so the session ends."""
+        session.closed.set()
+        session.ended.set()

@@ -70,6 +70,21 @@ _DEFAULTS = RouterConfig()
     show_default=True,
     help="How often a node on probation gets a shadow prompt, in seconds (0: never).",
 )
+@click.option(
+    "--hedge-budget-max-tokens",
+    type=click.FloatRange(min=0),
+    default=_DEFAULTS.hedge_budget_max_tokens,
+    show_default=True,
+    help="Size of the router's hedging budget: hedges (extra swarm copies) are refused while it holds "
+    "half of this or less (0: never place a hedge).",
+)
+@click.option(
+    "--hedge-budget-token-ratio",
+    type=click.FloatRange(min=0, min_open=True),
+    default=_DEFAULTS.hedge_budget_token_ratio,
+    show_default=True,
+    help="Tokens each completed request gives back to the hedging budget.",
+)
 def router_command(
     host: str,
     port: int,
@@ -78,6 +93,8 @@ def router_command(
     trusted_auditors: tuple[str, ...],
     audit_rate: float | None,
     shadow_interval_s: float,
+    hedge_budget_max_tokens: float,
+    hedge_budget_token_ratio: float,
 ) -> None:
     """Run the router: the mesh's control plane and its OpenAI-compatible API."""
     audits = dataclasses.replace(
@@ -87,7 +104,14 @@ def router_command(
         audit_rate=audit_rate,
         shadow_interval_s=shadow_interval_s,
     )
-    config = RouterConfig(host=host, port=port, heartbeat_interval_s=heartbeat_interval_s, audits=audits)
+    config = RouterConfig(
+        host=host,
+        port=port,
+        heartbeat_interval_s=heartbeat_interval_s,
+        audits=audits,
+        hedge_budget_max_tokens=hedge_budget_max_tokens,
+        hedge_budget_token_ratio=hedge_budget_token_ratio,
+    )
     asyncio.run(_run(config))
 
 

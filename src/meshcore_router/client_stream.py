@@ -3,9 +3,12 @@
 A client opens a websocket, says ``hello`` as a client, then sends ``generate``,
 ``pause``, ``resume`` and ``cancel`` frames, many requests at once, told apart by
 the client's ``request_id``.  Requests that name the same ``group`` (a swarm's
-copies of one prompt) go to distinct nodes while there are enough.  The router
-answers each request as a worker would (§3.3): an ``accepted`` naming the
-worker, ``token`` frames, then ``done`` or ``error``.
+copies of one prompt) go to distinct nodes while there are enough.  A request
+whose group has another request in flight on the connection is a hedge, which
+the router's hedging budget may refuse (``meshcore_router.hedging``): it gets
+an ``error`` (``no_capacity``, not retryable) and its siblings go on.  The
+router answers each request as a worker would (§3.3): an ``accepted`` naming
+the worker, ``token`` frames, then ``done`` or ``error``.
 
 Each request gets a fresh router-side id on its node's link (client ids are
 unique only per connection) and one relay task that copies the node's frames
@@ -39,7 +42,7 @@ from meshcore_sdk.protocol import (
     Role,
     encode_frame,
 )
-from meshcore_sdk.protocol.errors import ConnectionLost, MeshError, NoCapacity, OutOfOrderFrame, RemoteProtocolError
+from meshcore_sdk.protocol.errors import ConnectionLost, MeshError, OutOfOrderFrame, RemoteProtocolError
 
 __all__ = ["ENDPOINT", "serve_client"]
 
@@ -116,12 +119,12 @@ class _ClientSession:
         self._relays[client_id] = tasks.create_task(self._relay(client_id, dispatch, started))
 
     def _place(self, frame: GenerateFrame) -> Dispatch:
-        """Dispatch ``frame``, away from the nodes its group already uses when another node can take it."""
+        """Dispatch ``frame``, away from the nodes its group already uses when another node can take it.
+
+        With a sibling in flight, ``frame`` is a hedge: it goes only where the hedging rule allows.
+        """
         siblings = {d.worker_id for d in self._dispatches.values() if d.group is not None and d.group == frame.group}
-        if siblings:
-            with contextlib.suppress(NoCapacity):
-                return self._router.dispatch(frame, exclude=siblings)
-        return self._router.dispatch(frame)
+        return self._router.dispatch(frame, avoid=siblings, hedge=bool(siblings))
 
     def _in_flight(self, client_id: str) -> Dispatch | None:
         """The request to pause or resume; None if it ended a moment ago (its end is on its way)."""

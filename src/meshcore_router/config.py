@@ -14,6 +14,7 @@ from meshcore_router.audits.reputation import MEASURED_FALSE_FLAG_RATE, Reputati
 from meshcore_router.turn import parse_turn_url
 from meshcore_sdk.protocol import FrameLimits
 from meshcore_sdk.protocol.errors import ConfigError
+from meshcore_sdk.swarm.budget import HedgeBudgetConfig
 
 __all__ = ["RouterConfig"]
 
@@ -41,6 +42,11 @@ class RouterConfig:
         request_queue_frames: frames buffered per request between a node and a slow reader.
         link_send_queue_frames: frames buffered per node link before the link counts as stuck.
         max_node_load: (in-flight + queued) / max_sequences at which a node gets no new requests.
+        hedge_budget_max_tokens: size of the router's hedging budget, shared by all clients: hedges
+            (extra copies of a swarm's request) are refused while it holds half of this or less;
+            each failed or pushed-back request, and each hedge refused for lack of capacity, takes
+            a token (0: never place a hedge).
+        hedge_budget_token_ratio: tokens each request that completes gives back to the budget.
         shutdown_timeout_s: how long a stopping server waits for open connections to finish.
         ticket_issuer: the ``iss`` of direct-mode tickets.
         ticket_lifetime_s: how long a ticket is valid (at most 300 s).
@@ -73,6 +79,8 @@ class RouterConfig:
     request_queue_frames: int = 4096
     link_send_queue_frames: int = 1024
     max_node_load: float = 4.0
+    hedge_budget_max_tokens: float = 100.0
+    hedge_budget_token_ratio: float = 0.1
     shutdown_timeout_s: float = 5.0
     ticket_issuer: str = "meshcore-router"
     ticket_lifetime_s: float = 300.0
@@ -99,6 +107,8 @@ class RouterConfig:
             raise ConfigError("ws_max_message_bytes must be at least max_frame_bytes")
         if self.turn_urls and not self.turn_secret:
             raise ConfigError("turn_urls need turn_secret (coturn's static-auth-secret)")
+        if self.hedge_budget_max_tokens < 0 or self.hedge_budget_token_ratio <= 0:
+            raise ConfigError("hedge_budget_max_tokens must be >= 0 and hedge_budget_token_ratio > 0")
         for url in self.turn_urls:
             parse_turn_url(url)
         if not 0 < self.ticket_lifetime_s <= 300:
@@ -122,6 +132,11 @@ class RouterConfig:
     def expire_after_s(self) -> float:
         """How long a node may stay silent before it expires."""
         return self.heartbeat_interval_s * self.missed_heartbeats
+
+    @property
+    def hedge_budget(self) -> HedgeBudgetConfig:
+        """The router's hedging budget (``meshcore_router.hedging``)."""
+        return HedgeBudgetConfig(max_tokens=self.hedge_budget_max_tokens, token_ratio=self.hedge_budget_token_ratio)
 
     @property
     def frame_limits(self) -> FrameLimits:

@@ -22,6 +22,7 @@ from typing import Any, cast
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import APIRouter, Request
 
+from meshcore_router.hedging import HedgeRefused
 from meshcore_router.matchmaking import route
 from meshcore_router.router import Router, new_request_id
 from meshcore_router.tickets import SigningKey, TicketKeys
@@ -94,6 +95,10 @@ class DirectService:
     def issue(self, request: TicketRequest) -> TicketsResponse:
         """Tickets for up to ``request.n`` distinct READY workers of the model.
 
+        With ``request.hedges`` the tickets after the first are hedges: granted only while
+        the router's hedging budget allows, to workers with a free slot that take hedges;
+        the first refused one ends the grants.
+
         Raises:
             ModelNotFound: no node has ever served the model.
             NoCapacity: no READY node can take a request now.
@@ -103,13 +108,20 @@ class DirectService:
         grants: list[TicketGrant] = []
         chosen: list[str] = []
         self.keys.retire_expired(now=self.wall_clock())
-        for _ in range(request.n):
+        for index in range(request.n):
+            hedge = request.hedges and index > 0
             try:
-                picked = self._pick(request.model, exclude=chosen)
+                picked = self.router.hedging.place(
+                    hedge=hedge,
+                    pick=lambda as_hedge: self._pick(request.model, exclude=chosen, hedge=as_hedge),
+                    drain=False,
+                )
             except NoCapacity:
                 if grants:
                     break
                 raise
+            if isinstance(picked, HedgeRefused):
+                break  # the swarm goes on with the copies granted so far
             chosen.append(picked.node_id)
             token, claims = self.keys.mint(
                 node_id=picked.node_id,
@@ -131,7 +143,7 @@ class DirectService:
             )
         return TicketsResponse(tickets=grants)
 
-    def _pick(self, model: str, *, exclude: list[str]) -> Any:
+    def _pick(self, model: str, *, exclude: list[str], hedge: bool = False) -> Any:
         router = self.router
         return route(
             router.registry,
@@ -142,6 +154,7 @@ class DirectService:
             max_load=self.config.max_node_load,
             retry_after_s=self.config.no_capacity_retry_after_s,
             weight=self.router.routing_weight,
+            hedge=hedge,
         )
 
     def _expect_receipt(self, node_id: str, generate: GenerateFrame | None) -> None:

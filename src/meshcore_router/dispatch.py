@@ -8,7 +8,8 @@ follower's state on its node.  Deadlines are scopes around each wait: until the
 first token, ``first_token_timeout_s`` from the dispatch; after it,
 ``stall_timeout_s`` between frames, except while paused, when a quiet node is
 what was asked for.  A request that runs out of time is cancelled on its node
-and fails with :class:`MeshTimeout`.
+and fails with :class:`MeshTimeout`.  How each request ends feeds the router's
+hedging budget (``meshcore_router.hedging``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import asyncio
 from collections.abc import Callable
 
 from meshcore_router.config import RouterConfig
+from meshcore_router.hedging import HedgeGate
 from meshcore_router.links import NodeLink, RequestChannel, WorkerFrame
 from meshcore_router.matchmaking import Route
 from meshcore_router.metrics import RouterMetrics
@@ -47,6 +49,7 @@ class Dispatch:
         metrics: RouterMetrics,
         clock: Callable[[], float],
         group: str | None = None,
+        hedging: HedgeGate | None = None,
     ) -> None:
         self.request_id = channel.request_id
         self.route = route
@@ -58,6 +61,7 @@ class Dispatch:
         self._config = config
         self._metrics = metrics
         self._clock = clock
+        self._hedging = hedging
         self._started = clock()
         self._first_token_deadline = asyncio.get_running_loop().time() + config.first_token_timeout_s
         self._finished = False
@@ -94,13 +98,14 @@ class Dispatch:
                 frame = await self._channel.receive()
         except TimeoutError as exc:
             self.cancel()
-            raise MeshTimeout(
-                f"node {self.worker_id} sent {why}",
-                request_id=self.request_id,
-                worker_id=self.worker_id,
-            ) from exc
-        except MeshError:
+            timeout = MeshTimeout(
+                f"node {self.worker_id} sent {why}", request_id=self.request_id, worker_id=self.worker_id
+            )
+            self._failed(timeout)
+            raise timeout from exc
+        except MeshError as exc:
             self._finish()
+            self._failed(exc)
             raise
         if frame is None:
             return self._cancelled()
@@ -155,6 +160,12 @@ class Dispatch:
                 self._metrics.tokens.inc()
             case DoneFrame():
                 self._finish()
+                if self._hedging is not None:
+                    self._hedging.finished(frame.finish_reason)
+
+    def _failed(self, error: MeshError) -> None:
+        if self._hedging is not None:
+            self._hedging.failed(error)
 
     def _finish(self) -> None:
         self._finished = True

@@ -2,13 +2,14 @@
 
 - ``GET /health``: 200 ``{"status": "ok"}`` once a node is READY, 503 ``{"status": "unavailable"}`` before;
 - ``GET /metrics``: Prometheus text;
-- ``GET /mesh/v1/status``: the registry as JSON;
+- ``GET /mesh/v1/status``: the registry and the hedging budget as JSON;
 - ``WS /mesh/v1/node``: a node's control link (``docs/protocol.md`` §4);
 - ``WS /mesh/v1/stream``: a client's frame stream (§5).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from fastapi import APIRouter, Request, WebSocket
@@ -50,10 +51,13 @@ async def metrics(request: Request) -> Response:
 
 
 async def status(request: Request) -> dict[str, Any]:
-    """Every registered node: status, models, telemetry, and how long ago it was last heard from."""
+    """Every registered node (status, models, telemetry, how long ago it was last heard from) and the hedging budget."""
     router = router_of(request)
     snapshot = router.registry.snapshot(now=router.clock())
-    return {"nodes": [_node_json(router, record, snapshot.now) for record in snapshot.nodes]}
+    return {
+        "nodes": [_node_json(router, record, snapshot.now) for record in snapshot.nodes],
+        "hedging": dataclasses.asdict(router.hedging.stats()),
+    }
 
 
 def _node_json(router: Router, record: NodeRecord, now: float) -> dict[str, Any]:

@@ -2,8 +2,9 @@
 
 Names follow Prometheus' rules: a ``meshcore_`` prefix, base units as suffixes,
 ``_total`` on counters, low-cardinality labels only (never a request, user or
-node id).  The node gauge is computed from the node registry at scrape time, so
-it can never drift from it.
+node id).  The node gauge is computed from the node registry at scrape time, and the
+hedging counters and gauge from the router's hedge gate, so they can never
+drift from them.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from meshcore_router.hedging import HedgeRefusal, HedgeStats
 from meshcore_sdk.protocol import NodeStatus
 
 __all__ = ["CONTENT_TYPE", "RouterMetrics"]
@@ -37,14 +39,39 @@ class _NodeGauge(Collector):
         yield gauge
 
 
+class _HedgeCollector(Collector):
+    """``meshcore_hedges_placed_total``, ``meshcore_hedges_refused_total{reason}`` and the budget's tokens."""
+
+    def __init__(self, stats: Callable[[], HedgeStats]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterable[Metric]:
+        stats = self._stats()
+        yield CounterMetricFamily("meshcore_hedges_placed", "Hedges (extra copies of a request) placed.", stats.placed)
+        refused = CounterMetricFamily(
+            "meshcore_hedges_refused", "Hedges refused, by reason (budget or capacity).", labels=["reason"]
+        )
+        refused.add_metric([HedgeRefusal.BUDGET.value], stats.refused_budget)
+        refused.add_metric([HedgeRefusal.CAPACITY.value], stats.refused_capacity)
+        yield refused
+        yield GaugeMetricFamily(
+            "meshcore_hedge_budget_tokens", "Tokens in the router's hedging budget.", value=stats.tokens
+        )
+
+
 class RouterMetrics:
     """The router's metrics.
 
     Args:
         count_by_status: how many live nodes are in each status, called at scrape time.
+        hedging: the hedge gate's counts and budget, called at scrape time (None: not exported).
     """
 
-    def __init__(self, count_by_status: Callable[[], Mapping[NodeStatus, int]]) -> None:
+    def __init__(
+        self,
+        count_by_status: Callable[[], Mapping[NodeStatus, int]],
+        hedging: Callable[[], HedgeStats] | None = None,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "meshcore_requests",
@@ -71,6 +98,8 @@ class RouterMetrics:
             registry=self.registry,
         )
         self.registry.register(_NodeGauge(count_by_status))
+        if hedging is not None:
+            self.registry.register(_HedgeCollector(hedging))
 
     def observe_request(self, endpoint: str, code: int, duration_s: float) -> None:
         """Count one answered request and how long it took."""

@@ -10,7 +10,9 @@ to the websockets.  It has three jobs:
   until the registry's next deadline (or until a registration moves it earlier),
   then closes the links of the nodes that expired (4408).
 - :meth:`Router.dispatch` picks a node for a ``generate`` frame and sends it
-  there; the caller reads the answer from the returned :class:`Dispatch`.
+  there; the caller reads the answer from the returned :class:`Dispatch`.  A
+  hedge (an extra copy of a swarm's request) goes through the router's
+  :class:`HedgeGate` first, which may refuse it (``meshcore_router.hedging``).
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from meshcore_router.audits.service import AuditService
 from meshcore_router.audits.shadow import ShadowPlanner, shadow_request
 from meshcore_router.config import RouterConfig
 from meshcore_router.dispatch import Dispatch
+from meshcore_router.hedging import HedgeGate, HedgeRefused
 from meshcore_router.links import NodeLink
-from meshcore_router.matchmaking import route
+from meshcore_router.matchmaking import Route, route
 from meshcore_router.metrics import RouterMetrics
 from meshcore_router.registry import SHA256_PREFIX, NodeRegistry
 from meshcore_router.transport import CloseCode, FrameConnection, accept_hello, receive_frame, refuse
@@ -68,7 +71,9 @@ class Router:
         self.wall_clock = wall_clock
         self.started_unix = int(wall_clock())
         self.registry = NodeRegistry(expire_after_s=config.expire_after_s)
-        self.metrics = RouterMetrics(self.count_by_status)
+        self.hedging = HedgeGate(config.hedge_budget)
+        """The router-wide hedging budget, and the rule that places or refuses each hedge."""
+        self.metrics = RouterMetrics(self.count_by_status, self.hedging.stats)
         self._links: dict[str, NodeLink] = {}
         self._timer_moved = asyncio.Event()
         self._registry_changed = asyncio.Event()
@@ -77,27 +82,45 @@ class Router:
 
     # --- requests -------------------------------------------------------------------------
 
-    def dispatch(self, frame: GenerateFrame, *, exclude: Collection[str] = ()) -> Dispatch:
+    def dispatch(
+        self,
+        frame: GenerateFrame,
+        *,
+        exclude: Collection[str] = (),
+        avoid: Collection[str] = (),
+        hedge: bool = False,
+    ) -> Dispatch:
         """Send a request to the best node for its model.
 
         ``frame.model`` may be a served id or ``sha256:<hex>``; the node always gets the
-        latter.  ``frame.request_id`` must be fresh (see :func:`new_request_id`).
+        latter.  ``frame.request_id`` must be fresh (see :func:`new_request_id`).  Nodes in
+        ``avoid`` are picked only when no other can take the request.  A ``hedge`` goes only
+        to a node with a free slot that takes hedges, and only while the hedging budget allows.
 
         Raises:
             ModelNotFound: no node has ever served the model.
-            NoCapacity: no READY node can take the request now.
+            NoCapacity: no READY node can take the request now, or the hedge was refused
+                (then not retryable).
             BadRequest: the request is larger than a node accepts.
         """
-        chosen = route(
-            self.registry,
-            frame.model,
-            now=self.clock(),
-            in_flight=self.in_flight,
-            exclude=exclude,
-            max_load=self.config.max_node_load,
-            retry_after_s=self.config.no_capacity_retry_after_s,
-            weight=self.routing_weight,
-        )
+
+        def pick(as_hedge: bool) -> Route:
+            return route(
+                self.registry,
+                frame.model,
+                now=self.clock(),
+                in_flight=self.in_flight,
+                exclude=exclude,
+                avoid=avoid,
+                max_load=self.config.max_node_load,
+                retry_after_s=self.config.no_capacity_retry_after_s,
+                weight=self.routing_weight,
+                hedge=as_hedge,
+            )
+
+        chosen = self.hedging.place(hedge=hedge, pick=pick)
+        if isinstance(chosen, HedgeRefused):
+            raise chosen.error(request_id=frame.request_id)
         outgoing = frame.model_copy(update={"model": SHA256_PREFIX + chosen.sha256})
         size = len(encode_frame(outgoing).encode())
         if size > self.config.max_frame_bytes:
@@ -107,7 +130,14 @@ class Router:
         if self.audits is not None:
             self.audits.dispatched(chosen.node_id, outgoing)
         return Dispatch(
-            chosen, link, channel, config=self.config, metrics=self.metrics, clock=self.clock, group=frame.group
+            chosen,
+            link,
+            channel,
+            config=self.config,
+            metrics=self.metrics,
+            clock=self.clock,
+            group=frame.group,
+            hedging=self.hedging,
         )
 
     def routing_weight(self, node_id: str) -> float:

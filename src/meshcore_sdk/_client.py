@@ -6,9 +6,10 @@ The constructor is the one place the SDK reads the environment
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 import httpx
 
@@ -25,6 +26,9 @@ from meshcore_sdk.config import (
 from meshcore_sdk.protocol.errors import ConfigError
 from meshcore_sdk.proxy.transport import ProxyTransport
 
+if TYPE_CHECKING:
+    from meshcore_sdk.direct.dial import Dialer
+
 __all__ = ["AsyncClient"]
 
 
@@ -34,14 +38,9 @@ def _transport_for(
     transport: httpx.AsyncBaseTransport | None,
     http_client: httpx.AsyncClient | None,
 ) -> Transport:
-    """The transport of ``config.mode``; direct mode's needs aiortc (``pip install meshcore[direct]``)."""
+    """The transport of ``config.mode``; direct mode's, and swarm's direct legs, need aiortc (the ``direct`` extra)."""
     if config.mode is Mode.SWARM:
-        from meshcore_sdk.swarm.transport import SwarmTransport
-
-        router = ProxyTransport(config, runtime=runtime, transport=transport, http_client=http_client)
-        return SwarmTransport(
-            router, router_url=config.router_url, swarm_size=config.swarm_size, options=config.swarm, runtime=runtime
-        )
+        return _swarm_transport(config, runtime, transport, http_client)
     if config.mode is not Mode.DIRECT:
         return ProxyTransport(config, runtime=runtime, transport=transport, http_client=http_client)
     try:
@@ -49,6 +48,46 @@ def _transport_for(
     except ImportError as exc:
         raise ConfigError("mode='direct' needs aiortc: pip install 'meshcore[direct]'") from exc
     return DirectTransport(config, runtime=runtime, transport=transport, http_client=http_client)
+
+
+def _swarm_transport(
+    config: ClientConfig,
+    runtime: Runtime,
+    transport: httpx.AsyncBaseTransport | None,
+    http_client: httpx.AsyncClient | None,
+) -> Transport:
+    """Swarm mode over direct legs (a :class:`Dialer`), or over the router's frame stream when asked.
+
+    ``legs="auto"`` takes direct legs when aiortc is installed (the ``direct`` extra), else proxy legs.
+    """
+    from meshcore_sdk.swarm.transport import SwarmTransport
+
+    legs = config.swarm.legs
+    if legs == "auto":
+        legs = "direct" if importlib.util.find_spec("aiortc") is not None else "proxy"
+    dialer: Dialer | None = None
+    if legs == "direct":
+        try:
+            from meshcore_sdk.direct.dial import Dialer
+        except ImportError as exc:
+            raise ConfigError(
+                "swarm mode over direct legs needs aiortc: pip install 'meshcore[direct]', "
+                "or ask for proxy legs with SwarmOptions(legs='proxy')"
+            ) from exc
+        dialer = Dialer(config, runtime=runtime, transport=transport, http_client=http_client)
+    router = (
+        dialer.router
+        if dialer is not None
+        else ProxyTransport(config, runtime=runtime, transport=transport, http_client=http_client)
+    )
+    return SwarmTransport(
+        router,
+        router_url=config.router_url,
+        swarm_size=config.swarm_size,
+        options=config.swarm,
+        runtime=runtime,
+        dialer=dialer,
+    )
 
 
 class AsyncClient:
@@ -65,8 +104,9 @@ class AsyncClient:
         api_key: sent as a bearer token; default ``MESHCORE_API_KEY``, else none.
         mode: ``"proxy"`` (through the router's HTTP API) or ``"direct"`` (straight to a
             worker over WebRTC, with a ticket from the router; needs the ``direct`` extra).
-            ``"swarm"`` sends each completion's prompt to ``swarm_size`` workers at once through the
-            router; the first to answer leads, and a follower takes over mid-stream if it fails.
+            ``"swarm"`` sends each completion's prompt to ``swarm_size`` workers at once (over direct
+            connections when aiortc is installed, else through the router; ``SwarmOptions.legs``);
+            the first to answer leads, and a follower takes over mid-stream if it fails.
         swarm_size: how many workers a swarm request fans out to, 1 to 5.
         timeout: connect and read timeout in seconds (a read is one piece of a
             stream); ``None`` waits for ever.  Each call may override it.

@@ -28,6 +28,7 @@ from rich.live import Live
 from rich.table import Table
 
 from meshcore_sdk._client import AsyncClient
+from meshcore_sdk.config import ClientConfig, DirectOptions, Mode
 from meshcore_sdk.mesh import LocalMesh, MeshConfig
 from meshcore_sdk.protocol.errors import MeshError
 from meshcore_sdk.swarm.view import SwarmView
@@ -42,6 +43,7 @@ _ROUTER_URL = click.option(
     show_default=True,
     help="The router's base URL.",
 )
+_LOOPBACK = ("127.0.0.1",)
 _DEMO_PROMPT = "The three most useful things to know about running language models on many small machines are"
 
 
@@ -193,7 +195,7 @@ def demo(nodes: int, prompt: str, max_tokens: int, kill_leader_at: int) -> None:
         console = Console()
         async with contextlib.AsyncExitStack() as stack:
             with console.status(f"starting a local mesh: a router and {nodes} nodes on the bundled model"):
-                mesh = await stack.enter_async_context(LocalMesh(MeshConfig(nodes=nodes)))
+                mesh = await stack.enter_async_context(LocalMesh(MeshConfig(nodes=nodes, ice_host_addresses=_LOOPBACK)))
             console.print(_node_table(await mesh.nodes_status()))
             await _swarm_demo(console, mesh, prompt, max_tokens, kill_leader_at)
 
@@ -201,7 +203,14 @@ def demo(nodes: int, prompt: str, max_tokens: int, kill_leader_at: int) -> None:
 
 
 async def _swarm_demo(console: Console, mesh: LocalMesh, prompt: str, max_tokens: int, kill_leader_at: int) -> None:
-    async with AsyncClient(router_url=mesh.router_url, mode="swarm", swarm_size=len(mesh.nodes)) as client:
+    # every part runs on this machine: the swarm's direct legs connect over loopback, offline too
+    config = ClientConfig(
+        router_url=mesh.router_url,
+        mode=Mode.SWARM,
+        swarm_size=len(mesh.nodes),
+        direct=DirectOptions(host_addresses=_LOOPBACK),
+    )
+    async with AsyncClient.from_config(config) as client:
         model = (await client.models.list()).data[0].id
         stream = await client.completions.create(
             model=model, prompt=prompt, max_tokens=max_tokens, stream=True, temperature=0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Literal
 from urllib.parse import urlsplit
 
 from meshcore_sdk.protocol.errors import ConfigError
@@ -21,6 +21,7 @@ from meshcore_sdk.swarm.machine import SwarmConfig
 __all__ = [
     "DEFAULT_MAX_RETRIES",
     "DirectOptions",
+    "SwarmLegs",
     "SwarmOptions",
     "DEFAULT_ROUTER_URL",
     "DEFAULT_TIMEOUT_S",
@@ -63,6 +64,10 @@ AVAILABLE_MODES: Final[frozenset[Mode]] = frozenset({Mode.PROXY, Mode.DIRECT, Mo
 """The modes this version of the SDK implements."""
 
 
+SwarmLegs = Literal["auto", "direct", "proxy"]
+"""How the copies of a swarm request travel (:attr:`SwarmOptions.legs`)."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SwarmOptions:
     """How swarm mode fans out and fails over.
@@ -70,12 +75,31 @@ class SwarmOptions:
     Attributes:
         machine: thresholds of leader election and failover.
         budget: the hedging budget shared by the client's swarm requests.
-        open_timeout_s: how long opening the router's frame stream may take, in seconds.
+        open_timeout_s: how long opening the router's frame stream may take, in seconds (proxy legs).
+        legs: how the copies travel.  ``"direct"``: each on a WebRTC data channel of its own, with a
+            ticket from the router (``ClientConfig.direct`` says how they connect; needs the
+            ``direct`` extra).  ``"proxy"``: all through the router's frame stream.  ``"auto"``, the
+            default: direct when aiortc is installed, else proxy, so that a plain ``pip install
+            meshcore`` keeps a working swarm mode.  Direct legs need a path to each worker (host
+            candidates on one machine or network, or the router's TURN server); ask for proxy legs
+            where there is none.
+        min_leg_connect_s: the least time a direct leg gets to open its channel, in seconds.  Longer
+            than direct mode's deadline (``DirectOptions.min_connect_deadline_s``): there a slow worker
+            holds up the request and the next one is tried, here it only loses the race, and every
+            leg connects at once while the workers' prefills load the machines.
     """
 
     machine: SwarmConfig = field(default_factory=SwarmConfig)
     budget: HedgeBudgetConfig = field(default_factory=HedgeBudgetConfig)
     open_timeout_s: float = 10.0
+    legs: SwarmLegs = "auto"
+    min_leg_connect_s: float = 3.0
+
+    def __post_init__(self) -> None:
+        if self.legs not in ("auto", "direct", "proxy"):
+            raise ConfigError(f"swarm legs must be 'auto', 'direct' or 'proxy', got {self.legs!r}")
+        if not self.min_leg_connect_s > 0:
+            raise ConfigError(f"min_leg_connect_s must be positive, got {self.min_leg_connect_s}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

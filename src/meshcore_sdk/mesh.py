@@ -54,6 +54,8 @@ class MeshConfig:
         audit_rate: every node's audit rate (None: the router's default, from each node's standing).
         ledger_path: the router's ledger (None: ``ledger.sqlite`` in the log directory).
         shadow_interval_s: how often the router sends nodes on probation a shadow prompt (None: its default).
+        hedge_budget_max_tokens: the size of the router's hedging budget (None: its default; 0: the
+            router places no hedges).
         python: the interpreter that runs the parts.
     """
 
@@ -71,6 +73,7 @@ class MeshConfig:
     audit_rate: float | None = None
     ledger_path: Path | None = None
     shadow_interval_s: float | None = None
+    hedge_budget_max_tokens: float | None = None
     python: str = field(default_factory=lambda: sys.executable)
 
 
@@ -221,6 +224,8 @@ class LocalMesh:
             args += ["--audit-rate", str(self.config.audit_rate)]
         if self.config.shadow_interval_s is not None:
             args += ["--shadow-interval-s", str(self.config.shadow_interval_s)]
+        if self.config.hedge_budget_max_tokens is not None:
+            args += ["--hedge-budget-max-tokens", str(self.config.hedge_budget_max_tokens)]
         self.router = await self._spawn("router", args)
         self._router_url = f"http://127.0.0.1:{port}"
         while True:

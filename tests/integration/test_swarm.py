@@ -1,5 +1,8 @@
 """Swarm mode under chaos: real node processes on the real model, leaders killed and stalled mid-stream.
 
+These are the proxy legs' tests (every copy through the router's frame stream, asked for with
+``SwarmOptions(legs="proxy")``); ``test_swarm_direct.py`` runs swarms over direct legs.
+
 The prompt is one whose greedy continuation has a wide margin between its two likeliest tokens at
 every position (checked by ``reference`` below): llama.cpp's logits after a catch-up prefill differ
 from those of step-by-step decoding by a fraction of a nat, so at a near tie a follower could pick
@@ -12,7 +15,7 @@ import asyncio
 import json
 import random
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +23,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from meshcore_sdk import AsyncClient
+from meshcore_sdk import AsyncClient, ClientConfig, Mode
+from meshcore_sdk.config import SwarmOptions
 from meshcore_sdk.events import Failover, LeaderElected, WorkerPaused
 from meshcore_sdk.mesh import LocalMesh
 
@@ -95,8 +99,16 @@ async def collect(stream: object, *, on_chunk: object = None) -> Answer:
     return answer
 
 
+def swarm_client(mesh: LocalMesh, swarm_size: int = 3) -> AsyncClient:
+    """A swarm client whose legs go through the router's frame stream."""
+    config = ClientConfig(
+        router_url=mesh.router_url, mode=Mode.SWARM, swarm_size=swarm_size, swarm=SwarmOptions(legs="proxy")
+    )
+    return AsyncClient.from_config(config)
+
+
 async def swarm(mesh: LocalMesh, *, on_chunk: object = None, **params: object) -> Answer:
-    async with AsyncClient(router_url=mesh.router_url, mode="swarm", swarm_size=3) as client:
+    async with swarm_client(mesh) as client:
         stream = await client.completions.create(
             model=MODEL,
             prompt=PROMPT,
@@ -105,6 +117,18 @@ async def swarm(mesh: LocalMesh, *, on_chunk: object = None, **params: object) -
             **params,  # type: ignore[call-overload]
         )
         return await collect(stream, on_chunk=on_chunk)
+
+
+def killer(mesh: LocalMesh, kill_at: int) -> tuple[Callable[[int, str], None], list[str]]:
+    """An ``on_chunk`` that SIGKILLs the worker of the ``kill_at``-th token, and the list it names it in."""
+    killed: list[str] = []
+
+    def kill(count: int, worker: str) -> None:
+        if count == kill_at and not killed:
+            killed.append(worker)
+            mesh.nodes[worker].send_signal(signal.SIGKILL)
+
+    return kill, killed
 
 
 def assert_exactly_once(answer: Answer, expected: Answer) -> None:
@@ -129,13 +153,7 @@ async def test_killing_the_leader_at_a_random_token_loses_nothing(swarm_mesh: Lo
     for run in range(CHAOS_RUNS):
         kill_at = rng.randint(1, MAX_TOKENS - 2)
         print(f"run {run}: SIGKILL the leader after {kill_at} tokens")
-        killed: list[str] = []
-
-        def kill(count: int, worker: str, kill_at: int = kill_at, killed: list[str] = killed) -> None:
-            if count == kill_at and not killed:
-                killed.append(worker)
-                swarm_mesh.nodes[worker].send_signal(signal.SIGKILL)
-
+        kill, killed = killer(swarm_mesh, kill_at)
         answer = await swarm(swarm_mesh, on_chunk=kill, temperature=0)
         assert_exactly_once(answer, expected)
         assert killed and any(isinstance(e, Failover) for e in answer.events)
@@ -195,7 +213,7 @@ async def test_with_a_seed_the_text_after_a_failover_is_the_text_without_one(swa
 
 async def test_a_whole_completion_in_swarm_mode_is_the_leaders_answer(swarm_mesh: LocalMesh) -> None:
     expected = await reference(swarm_mesh, temperature=0)
-    async with AsyncClient(router_url=swarm_mesh.router_url, mode="swarm", swarm_size=3) as client:
+    async with swarm_client(swarm_mesh) as client:
         completion = await client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=MAX_TOKENS, temperature=0)
     assert completion.choices[0].text == expected.text
     assert completion.usage is not None and completion.usage.completion_tokens == len(expected.token_ids)
@@ -214,7 +232,7 @@ async def test_tool_calls_come_back_as_calls_in_swarm_mode(swarm_mesh: LocalMesh
             },
         },
     }
-    async with AsyncClient(router_url=swarm_mesh.router_url, mode="swarm", swarm_size=2) as client:
+    async with swarm_client(swarm_mesh, swarm_size=2) as client:
         completion = await client.chat.completions.create(
             model=MODEL,
             messages=[{"role": "user", "content": "What is 2 plus 3?"}],

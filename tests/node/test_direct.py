@@ -1,21 +1,39 @@
-"""The node's direct-mode answerer refuses bad tickets before any engine work (docs/protocol.md §8).
+"""The node's direct-mode answerer refuses bad tickets before any engine work (docs/protocol.md §8),
+and hands the client's ``pause``, ``resume`` and ``cancel`` to the engine as the control link does.
 
 Driven through its seams with fakes: ``submit`` records what would reach the engine,
-``send_link`` what would go to the router, ``fetch_jwks`` the router's key set.
+``send_link`` what would go to the router, ``fetch_jwks`` the router's key set, and
+``pause``, ``resume`` and ``cancel`` what the engine was told.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
 import jwt
 import pytest
+from aiortc import RTCPeerConnection, RTCSessionDescription
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from meshcore_node.direct import DirectConfig, DirectServer
 from meshcore_router.tickets import SigningKey, TicketKeys
-from meshcore_sdk.protocol import TICKET_TYPE, ErrorFrame, FrameLimits, GenerateFrame, SamplingParams, SignalFrame
+from meshcore_sdk.direct.ice import host_addresses, rtc_configuration
+from meshcore_sdk.protocol import (
+    TICKET_TYPE,
+    CancelFrame,
+    ErrorFrame,
+    FrameLimits,
+    GenerateFrame,
+    PausedFrame,
+    PauseFrame,
+    ResumeFrame,
+    SamplingParams,
+    SignalFrame,
+    decode_frame,
+    encode_frame,
+)
 from meshcore_sdk.protocol.errors import (
     ErrorCode,
     TicketExpired,
@@ -37,25 +55,34 @@ class Fakes:
         self.keys = keys
         self.submitted: list[GenerateFrame] = []
         self.sent: list[Any] = []
+        self.controls: asyncio.Queue[CancelFrame | PauseFrame | ResumeFrame] = asyncio.Queue()
         self.fetches = 0
 
     async def submit(self, frame: GenerateFrame) -> None:
         self.submitted.append(frame)
 
     async def cancel(self, request_id: str) -> None:
-        pass
+        self.controls.put_nowait(CancelFrame(request_id=request_id))
+
+    async def pause(self, request_id: str) -> None:
+        self.controls.put_nowait(PauseFrame(request_id=request_id))
+
+    async def resume(self, frame: ResumeFrame) -> None:
+        self.controls.put_nowait(frame)
 
     async def fetch_jwks(self) -> Mapping[str, Any]:
         self.fetches += 1
         return self.keys.jwks()
 
 
-def server(fakes: Fakes) -> DirectServer:
+def server(fakes: Fakes, config: DirectConfig | None = None, send_link: Any = None) -> DirectServer:
     return DirectServer(
-        DirectConfig(node_id="node-a", model_sha256=SHA),
+        config or DirectConfig(node_id="node-a", model_sha256=SHA),
         submit=fakes.submit,
         cancel=fakes.cancel,
-        send_link=fakes.sent.append,
+        pause=fakes.pause,
+        resume=fakes.resume,
+        send_link=send_link or fakes.sent.append,
         fetch_jwks=fakes.fetch_jwks,
         wall_clock=lambda: NOW,
         limits=FrameLimits(),
@@ -85,9 +112,9 @@ def claims() -> dict[str, Any]:
     }
 
 
-def offer(token: str, request_id: str = "r-1") -> SignalFrame:
+def offer(token: str, request_id: str = "r-1", sdp: str = "v=0\r\n") -> SignalFrame:
     generate = GenerateFrame(request_id="direct", model=f"sha256:{SHA}", prompt="Hi", params={"max_tokens": 8})
-    return SignalFrame(kind="offer", request_id=request_id, ticket=token, sdp="v=0\r\n", generate=generate)
+    return SignalFrame(kind="offer", request_id=request_id, ticket=token, sdp=sdp, generate=generate)
 
 
 async def refusal(fakes: Fakes, direct: DirectServer, frame: SignalFrame) -> ErrorFrame:
@@ -169,3 +196,39 @@ async def test_a_ticket_budget_below_the_request_is_refused() -> None:
     sent = await refusal(fakes, direct, greedy)
 
     assert sent.code is ErrorCode.TICKET_INVALID
+
+
+@pytest.mark.timeout(30)
+async def test_pause_resume_and_cancel_on_the_channel_reach_the_engine_in_order() -> None:
+    """A real data channel on loopback: the swarm's follower controls travel as over the control link."""
+    fakes = Fakes(authority())
+    answers: asyncio.Queue[Any] = asyncio.Queue()
+    config = DirectConfig(node_id="node-a", model_sha256=SHA, ice_host_addresses=("127.0.0.1",), linger_s=0.0)
+    direct = server(fakes, config, send_link=answers.put_nowait)  # the answer comes back on the link
+    await direct.refresh_keys()
+    pc = RTCPeerConnection(rtc_configuration([]))
+    channel = pc.createDataChannel("meshcore", negotiated=True, id=0)
+    opened, received = asyncio.Event(), asyncio.Queue[Any]()
+    channel.on("open", opened.set)
+    channel.on("message", lambda message: received.put_nowait(decode_frame(message, FrameLimits())))
+    with host_addresses(("127.0.0.1",)):
+        await pc.setLocalDescription(await pc.createOffer())
+    try:
+        async with asyncio.timeout(20), asyncio.TaskGroup() as group:
+            serving = group.create_task(direct.serve_offer(offer(ticket(), sdp=pc.localDescription.sdp)))
+            answer = await answers.get()
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=answer.sdp, type="answer"))
+            await opened.wait()
+            resume = ResumeFrame(request_id="r-1", from_seq=3, token_ids=[7, 8, 9], attempt=1, hold=True)
+            for frame in (PauseFrame(request_id="r-1"), PauseFrame(request_id="r-other"), resume):
+                channel.send(encode_frame(frame))
+            assert await fakes.controls.get() == PauseFrame(request_id="r-1")
+            assert await fakes.controls.get() == resume
+            assert direct.deliver(PausedFrame(request_id="r-1", next_seq=3, attempt=1))
+            assert await received.get() == PausedFrame(request_id="r-1", next_seq=3, attempt=1)
+            channel.send(encode_frame(CancelFrame(request_id="r-1")))
+            assert await fakes.controls.get() == CancelFrame(request_id="r-1")
+            await serving
+    finally:
+        await pc.close()
+    assert fakes.controls.empty()

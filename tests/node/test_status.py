@@ -6,7 +6,7 @@ import pytest
 
 from meshcore_node.engine.guard import cpu_has_amx, needs_amx_guard
 from meshcore_node.models import served_id
-from meshcore_node.status import EngineState, node_status
+from meshcore_node.status import EngineState, accepts_hedges, default_hedge_reserve, node_status
 from meshcore_node.telemetry import MemorySample, SwapWatch, ThroughputMeter
 from meshcore_sdk.protocol import NodeStatus
 
@@ -27,6 +27,29 @@ READY, STARTING = EngineState.READY, EngineState.STARTING
 )
 def test_node_status(engine: EngineState, in_flight: int, swapping: bool, draining: bool, expected: NodeStatus) -> None:
     assert node_status(engine=engine, in_flight=in_flight, capacity=4, swapping=swapping, draining=draining) == expected
+
+
+@pytest.mark.parametrize(
+    ("status", "in_flight", "reserve", "expected"),
+    [
+        (NodeStatus.READY, 0, 0, True),
+        (NodeStatus.READY, 3, 0, True),  # the last free slot may take a hedge
+        (NodeStatus.READY, 4, 0, False),  # every slot in use
+        (NodeStatus.READY, 6, 0, False),  # requests waiting for admission
+        (NodeStatus.READY, 2, 1, True),
+        (NodeStatus.READY, 3, 1, False),  # the reserved slot is kept for primaries
+        (NodeStatus.BUSY, 0, 0, False),  # swapping, or full
+        (NodeStatus.STARTING, 0, 0, False),
+        (NodeStatus.DRAINING, 0, 0, False),
+    ],
+)
+def test_a_node_pushes_back_hedges_when_busy(status: NodeStatus, in_flight: int, reserve: int, expected: bool) -> None:
+    assert accepts_hedges(status=status, in_flight=in_flight, capacity=4, reserve_slots=reserve) is expected
+
+
+@pytest.mark.parametrize(("capacity", "reserve"), [(1, 0), (3, 0), (4, 1), (8, 2), (16, 4)])
+def test_the_default_reserve_is_a_quarter_of_capacity(capacity: int, reserve: int) -> None:
+    assert default_hedge_reserve(capacity) == reserve
 
 
 def test_swap_watch_reports_growth_of_swap_ins() -> None:

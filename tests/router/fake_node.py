@@ -88,6 +88,7 @@ class FakeNode:
         models: the models it claims to hold.
         max_sequences: what it registers as its capacity.
         plan: how it answers requests (may be replaced between requests).
+        accepts_hedges: what its heartbeats' telemetry says (False: it pushes back hedges).
     """
 
     def __init__(
@@ -98,12 +99,14 @@ class FakeNode:
         models: tuple[ModelInfo, ...] = (MODEL,),
         max_sequences: int = 4,
         plan: Plan | None = None,
+        accepts_hedges: bool = True,
     ) -> None:
         self.url = router_url.replace("http://", "ws://") + "/mesh/v1/node"
         self.node_id = node_id
         self.models = models
         self.max_sequences = max_sequences
         self.plan = plan or Plan()
+        self.accepts_hedges = accepts_hedges
         self.heartbeats_enabled = True
         self.refuse_offers_with: ErrorCode | None = None
         self.gate = asyncio.Event()
@@ -206,7 +209,7 @@ class FakeNode:
     async def _heartbeats(self, interval_s: float) -> None:
         while True:
             if self.heartbeats_enabled:
-                telemetry = Telemetry(ram_free_bytes=1 << 30)
+                telemetry = Telemetry(ram_free_bytes=1 << 30, accepts_hedges=self.accepts_hedges)
                 await self._send(HeartbeatFrame(status=self.status, telemetry=telemetry))
             await asyncio.sleep(interval_s)
 

@@ -112,6 +112,24 @@ async def test_tickets_are_signed_for_each_chosen_worker(
         assert grant["ice_servers"] == []  # the configured TURN server fails its health check
 
 
+async def test_a_swarms_hedge_tickets_go_only_to_workers_that_take_hedges(
+    mesh: RunningRouter, start_node: StartNode, http: httpx.AsyncClient
+) -> None:
+    await start_node("node-a")
+    await start_node("node-b", accepts_hedges=False)
+    await start_node("node-c")
+    body = {"model": "tiny-model", "n": 3}
+
+    alternatives = (await http.post("/v1/tickets", json=body)).json()["tickets"]
+    hedged = (await http.post("/v1/tickets", json=body | {"hedges": True})).json()["tickets"]
+
+    assert sorted(grant["node_id"] for grant in alternatives) == ["node-a", "node-b", "node-c"]
+    assert len(hedged) == 2 and "node-b" not in [grant["node_id"] for grant in hedged[1:]]
+    mesh.app.state.router.hedging.budget.failed(100)  # the budget is spent: no hedges at all
+    assert len((await http.post("/v1/tickets", json=body | {"hedges": True})).json()["tickets"]) == 1
+    assert len((await http.post("/v1/tickets", json=body)).json()["tickets"]) == 3
+
+
 async def test_a_key_rotation_publishes_the_new_key_without_a_restart(
     mesh: RunningRouter, start_node: StartNode, http: httpx.AsyncClient
 ) -> None:

@@ -12,6 +12,9 @@ For each streamed request (``docs/protocol.md`` §8):
    (:class:`WorkerDropped`) and the next is tried; a refused ticket ends the request;
 3. the stream reads frames from the channel (:class:`ChannelSource`).
 
+Steps 1 and 2 are :class:`meshcore_sdk.direct.dial.Dialer`'s, which swarm mode's direct
+legs use as well.
+
 ``stream.events`` gets :class:`DirectConnected` (with ``relay``), :class:`RelayUsed`
 when a TURN relay carries the channel, and :class:`ResponseStarted`.  Other calls
 (``models.list()``) go to the router's HTTP API as in proxy mode; whole (non-streamed)
@@ -20,41 +23,27 @@ completions are read off a direct stream.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import dataclasses
 from collections.abc import Mapping
 from typing import Any, Literal
 
 import httpx
-import pydantic
-from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from meshcore_sdk._base import Runtime
 from meshcore_sdk._framed import request_through_stream
-from meshcore_sdk.config import ClientConfig, DirectOptions
-from meshcore_sdk.direct.ice import host_addresses, rtc_configuration, selected_pair, tune_aioice
+from meshcore_sdk.config import ClientConfig
+from meshcore_sdk.direct.dial import PLACEHOLDER_REQUEST_ID, Dialer, log_connected
 from meshcore_sdk.direct.source import ChannelSource
-from meshcore_sdk.events import DirectConnected, EventLog, RelayUsed, ResponseStarted, WorkerDropped
+from meshcore_sdk.events import EventLog, ResponseStarted, WorkerDropped
 from meshcore_sdk.openai_format import (
     ChatCompletionRequest,
     CompletionRequest,
     parse_stream_request,
 )
-from meshcore_sdk.protocol import (
-    FrameLimits,
-    GenerateFrame,
-    SignalFrame,
-    SignalRequest,
-    TicketGrant,
-    TicketsResponse,
-)
-from meshcore_sdk.protocol.errors import ConnectError, MeshError, MeshTimeout, RemoteProtocolError
-from meshcore_sdk.proxy.transport import ProxyTransport
+from meshcore_sdk.protocol import FrameLimits, GenerateFrame, TicketGrant
+from meshcore_sdk.protocol.errors import ConnectError, MeshError, MeshTimeout
 
 __all__ = ["DirectTransport"]
-
-_PLACEHOLDER_ID = "direct"  # the router gives the request its real id when it relays the offer
 
 
 class DirectTransport:
@@ -75,39 +64,35 @@ class DirectTransport:
         transport: httpx.AsyncBaseTransport | None = None,
         http_client: httpx.AsyncClient | None = None,
     ) -> None:
-        self._options: DirectOptions = config.direct
         self._runtime = runtime
         self._limits = FrameLimits()
-        self._owns_http = http_client is None
-        self._http = http_client or httpx.AsyncClient(transport=transport, timeout=config.timeout_s)
-        self._router = ProxyTransport(config, runtime=runtime, http_client=self._http)
-        once = dataclasses.replace(config, max_retries=0)  # a relayed offer is never repeated: its ticket is spent
-        self._signaling = ProxyTransport(once, runtime=runtime, http_client=self._http)
-        tune_aioice(stun_retry_rto_s=self._options.stun_retry_rto_s)
+        self._dialer = Dialer(config, runtime=runtime, transport=transport, http_client=http_client)
+        self._workers = config.direct.workers
 
     async def request(self, method: str, path: str, *, body: Mapping[str, Any] | None, timeout_s: float | None) -> Any:
         """A whole completion read off a direct stream; anything else from the router's HTTP API."""
         return await request_through_stream(
-            self.open_stream, self._router, method, path, body=body, timeout_s=timeout_s, clock=self._runtime.clock
+            self.open_stream,
+            self._dialer.router,
+            method,
+            path,
+            body=body,
+            timeout_s=timeout_s,
+            clock=self._runtime.clock,
         )
 
     async def open_stream(
         self, path: str, *, body: Mapping[str, Any], timeout_s: float | None, log: EventLog
     ) -> tuple[ChannelSource, str | None]:
         """Open a direct stream to the first worker that connects within its deadline."""
-        kind, request, frame = parse_stream_request(path, body, request_id=_PLACEHOLDER_ID, mode="direct")
-        started_s = self._runtime.clock()
-        answer = await self._router.request(
-            "POST",
-            "/v1/tickets",
-            body={"model": request.model, "n": self._options.workers, "max_tokens": frame.params.max_tokens},
-            timeout_s=timeout_s,
+        kind, request, frame = parse_stream_request(path, body, request_id=PLACEHOLDER_REQUEST_ID, mode="direct")
+        tickets = await self._dialer.tickets(
+            request.model, n=self._workers, max_tokens=frame.params.max_tokens, timeout_s=timeout_s
         )
-        deadline_s = self._options.connect_deadline_s(self._runtime.clock() - started_s)
-        grants = _parse_grants(answer)
+        deadline_s = tickets.deadline_s
         failure: MeshError | None = None
-        for grant in grants:
-            source = _new_source(grant, kind, request, timeout_s, self._options, self._limits)
+        for grant in tickets.grants:
+            source = self._new_source(grant, kind, request, timeout_s)
             try:
                 await self._connect(source, grant, frame, deadline_s=deadline_s, log=log)
             except (MeshTimeout, ConnectError) as exc:
@@ -128,87 +113,41 @@ class DirectTransport:
 
     async def aclose(self) -> None:
         """Close the HTTP client if this transport made it."""
-        if self._owns_http:
-            await self._http.aclose()
+        await self._dialer.aclose()
 
     async def _connect(
         self, source: ChannelSource, grant: TicketGrant, frame: GenerateFrame, *, deadline_s: float, log: EventLog
     ) -> None:
-        pc, channel = source.pc, source.channel
-        opened = asyncio.Event()
-        channel.on("open", opened.set)
-        offer_at_s = self._runtime.clock()
         try:
-            with host_addresses(self._options.host_addresses):
-                async with asyncio.timeout(deadline_s):
-                    await pc.setLocalDescription(await pc.createOffer())
-                    answer = await self._signal(grant, frame, pc.localDescription.sdp, deadline_s)
-                    source.start(request_id=answer.request_id, worker_id=grant.node_id)
-                    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer.sdp, type="answer"))
-                    await opened.wait()
-        except TimeoutError as exc:
-            await _close_quietly(source)
-            raise MeshTimeout(
-                f"worker {grant.node_id} did not connect within {deadline_s * 1000:.0f} ms", worker_id=grant.node_id
-            ) from exc
-        except BaseException:
-            await _close_quietly(source)
-            raise
-        pair = selected_pair(pc)
-        relay = pair is not None and "relay" in pair
-        log.record(
-            DirectConnected(
-                at_s=log.elapsed_s(),
-                worker_id=grant.node_id,
-                setup_s=self._runtime.clock() - offer_at_s,
-                relay=relay,
-                local_candidate=pair[0] if pair else None,
-                remote_candidate=pair[1] if pair else None,
+            setup_s = await self._dialer.connect(
+                source.pc,
+                source.channel,
+                grant,
+                frame,
+                deadline_s=deadline_s,
+                answered=lambda answer: source.start(request_id=answer.request_id, worker_id=grant.node_id),
             )
+        except BaseException:
+            with contextlib.suppress(MeshError):
+                await source.aclose()
+            raise
+        log_connected(log, grant.node_id, source.pc, setup_s=setup_s)
+
+    def _new_source(
+        self,
+        grant: TicketGrant,
+        kind: Literal["chat", "text"],
+        request: ChatCompletionRequest | CompletionRequest,
+        timeout_s: float | None,
+    ) -> ChannelSource:
+        pc, channel = self._dialer.peer(grant)
+        return ChannelSource(
+            pc,
+            channel,
+            kind=kind,
+            model=request.model,
+            include_usage=request.include_usage,
+            read_timeout_s=timeout_s,
+            limits=self._limits,
+            tools=request.forced_functions if isinstance(request, ChatCompletionRequest) else (),
         )
-        if relay:
-            log.record(RelayUsed(at_s=log.elapsed_s(), worker_id=grant.node_id))
-
-    async def _signal(self, grant: TicketGrant, frame: GenerateFrame, sdp: str, deadline_s: float) -> SignalFrame:
-        generate = frame.model_copy(update={"model": grant.model})
-        offer = SignalFrame(kind="offer", request_id=_PLACEHOLDER_ID, ticket=grant.ticket, sdp=sdp, generate=generate)
-        body = SignalRequest(node_id=grant.node_id, offer=offer).model_dump(mode="json", exclude_none=True)
-        answer = await self._signaling.request("POST", grant.signal_path, body=body, timeout_s=deadline_s)
-        try:
-            return SignalFrame.model_validate(answer)
-        except pydantic.ValidationError as exc:
-            raise RemoteProtocolError(f"the router sent a malformed answer: {exc.error_count()} problems") from exc
-
-
-def _new_source(
-    grant: TicketGrant,
-    kind: Literal["chat", "text"],
-    request: ChatCompletionRequest | CompletionRequest,
-    timeout_s: float | None,
-    options: DirectOptions,
-    limits: FrameLimits,
-) -> ChannelSource:
-    pc = RTCPeerConnection(rtc_configuration(grant.ice_servers, force_relay=options.force_relay))
-    channel = pc.createDataChannel("meshcore", negotiated=True, id=0)
-    return ChannelSource(
-        pc,
-        channel,
-        kind=kind,
-        model=request.model,
-        include_usage=request.include_usage,
-        read_timeout_s=timeout_s,
-        limits=limits,
-        tools=request.forced_functions if isinstance(request, ChatCompletionRequest) else (),
-    )
-
-
-async def _close_quietly(source: ChannelSource) -> None:
-    with contextlib.suppress(MeshError):
-        await source.aclose()
-
-
-def _parse_grants(answer: Any) -> list[TicketGrant]:
-    try:
-        return TicketsResponse.model_validate(answer).tickets
-    except pydantic.ValidationError as exc:
-        raise RemoteProtocolError(f"the router sent malformed tickets: {exc.error_count()} problems") from exc

@@ -61,11 +61,17 @@ class _Tolerant(BaseModel):
 
 
 class TicketRequest(_Strict):
-    """``POST /v1/tickets``: up to ``n`` tickets for ``model``, each good for ``max_tokens``."""
+    """``POST /v1/tickets``: up to ``n`` tickets for ``model``, each good for ``max_tokens``.
+
+    ``hedges``: the tickets after the first are for speculative copies of one request (a
+    swarm's legs), not alternatives to try in turn; the router grants them only as its
+    hedging budget and its workers' free slots allow (``meshcore_router.hedging``).
+    """
 
     model: str = Field(min_length=1, max_length=256)
     n: int = Field(default=1, ge=1, le=MAX_TICKETS_PER_REQUEST)
     max_tokens: int | None = Field(default=None, ge=1, le=131_072)
+    hedges: bool = False
 
 
 class TicketGrant(_Tolerant):

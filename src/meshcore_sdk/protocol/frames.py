@@ -371,7 +371,11 @@ class RegisteredFrame(_Model):
 
 
 class Telemetry(_Model):
-    """What a node measures about itself, sent with each heartbeat."""
+    """What a node measures about itself, sent with each heartbeat.
+
+    ``accepts_hedges`` false is a worker's push-back (§4.2): "busy, don't hedge to me".  The
+    router still sends the node requests while it is READY, but no speculative copies.
+    """
 
     ram_free_bytes: Count
     active_sequences: Count = 0
@@ -379,6 +383,7 @@ class Telemetry(_Model):
     tokens_per_s: float = Field(default=0.0, ge=0)
     engine_restarts: Count = 0
     swapping: bool = False
+    accepts_hedges: bool = True
 
 
 class HeartbeatFrame(_Model):

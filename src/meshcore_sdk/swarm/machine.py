@@ -48,7 +48,9 @@ STREAMING      leader lost / timer        nothing left                 Cancel(al
 FAILING_OVER   next token from candidate  -                            Cancel(old), LeaderElected, Deliver
 FAILING_OVER   next token from old leader -                            Cancel(candidate), Deliver
 FAILING_OVER   worker added               waiting for one              Resume(new)
+FAILING_OVER   fresh worker lost          waiting for one              as "leader lost" above
 FAILING_OVER   candidate lost / timer     -                            as "leader lost" above
+FAILING_OVER   timer                      waiting for a fresh one      another catch-up if left, else Fail
 any live       leader finished            -                            Cancel(others), Finish
 FINISHED/      anything                   -                            nothing
 FAILED
@@ -233,9 +235,10 @@ class CatchUp:
 
 @dataclass(frozen=True, slots=True)
 class Cancel:
-    """Tell ``worker`` to stop and free its state."""
+    """Tell ``worker`` to stop and free its state; ``reason`` says why (not compared)."""
 
     worker: str
+    reason: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,6 +337,7 @@ class SwarmMachine:
         self._failover_at = now
         self._catchups_left = config.max_cold_catchups
         self._waiting_for_worker = False
+        self._fresh_lost: list[tuple[str, str]] = []  # fresh workers lost before they were added
         self._term_tokens = 0
         self._released = False
         self.delivered: list[int] = []
@@ -432,6 +436,12 @@ class SwarmMachine:
 
     def _on_lost(self, name: str, cause: str, now: float) -> None:
         worker = self._workers.get(name)
+        if worker is None and self._waiting_for_worker:
+            # The fresh worker asked for was lost before it was added (refused, never connected).
+            self._waiting_for_worker = False
+            self._fresh_lost.append((name, cause))
+            self._fail_over(f"the fresh worker was lost: {cause}", now)
+            return
         if worker is None or worker.role is _Role.GONE:
             return
         self._drop(worker, cause, cancel=False)
@@ -446,7 +456,7 @@ class SwarmMachine:
 
     def _on_added(self, name: str, now: float) -> None:
         if not self._waiting_for_worker or name in self._workers:
-            self._actions.append(Cancel(name))
+            self._actions.append(Cancel(name, "not needed any more"))
             return
         self._waiting_for_worker = False
         worker = _Worker(name, len(self._workers), role=_Role.CANDIDATE)
@@ -503,9 +513,11 @@ class SwarmMachine:
             self.candidate = follower.name
             self._actions.append(FailoverStarted(previous, follower.name, reason))
             self._resume(follower)
-        elif self._waiting_for_worker:
+        elif self._waiting_for_worker and not final:
             return
         elif self._catchups_left > 0:
+            if self._waiting_for_worker:  # the last one did not come in time
+                self._fresh_lost.append(("(fresh worker)", "did not come in time"))
             self._catchups_left -= 1
             self._waiting_for_worker = True
             self._actions.append(FailoverStarted(previous, None, reason))
@@ -513,6 +525,9 @@ class SwarmMachine:
         elif leader_alive and not final:
             return  # nobody else is left: the stalled leader has until the failover deadline
         else:
+            if self._waiting_for_worker:
+                self._waiting_for_worker = False
+                self._fresh_lost.append(("(fresh worker)", "did not come in time"))
             self._fail()
 
     def _resume(self, worker: _Worker) -> None:
@@ -540,13 +555,13 @@ class SwarmMachine:
         worker.role = _Role.GONE
         worker.cause = worker.cause or cause
         if cancel:
-            self._actions.append(Cancel(worker.name))
+            self._actions.append(Cancel(worker.name, cause))
 
     def _fail(self) -> None:
         for worker in self._live():
             self._drop(worker, "the swarm gave up")
         self.phase = Phase.FAILED
-        causes = tuple((w.name, w.cause or "unknown") for w in self._workers.values())
+        causes = tuple((w.name, w.cause or "unknown") for w in self._workers.values()) + tuple(self._fresh_lost)
         self._actions.append(Fail(causes))
 
     # --- queries ----------------------------------------------------------------------------

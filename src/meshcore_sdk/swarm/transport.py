@@ -1,18 +1,21 @@
-"""Swarm mode's driver: copies of one prompt through the router's client stream, one stream out.
+"""Swarm mode's driver: copies of one prompt on several workers, one stream out.
 
-The transport opens the router's frame stream (``/mesh/v1/stream``,
-``docs/protocol.md`` §5) and sends the prompt as ``swarm_size`` requests of one
-``group``, which the router places on distinct workers.  Every frame that comes
-back is checked (:class:`WorkerStream`) and handed to the pure
-:class:`SwarmMachine`; the machine's actions are carried out on the same
-connection (``pause``, ``resume`` with a new attempt, ``cancel``, one more
-``generate`` for a cold catch-up) and its deliveries become the OpenAI chunks
-the application reads.
+The transport sends the prompt as ``swarm_size`` copies (legs) and hands every frame that comes
+back, checked (:class:`WorkerStream`), to the pure :class:`SwarmMachine`; the machine's actions
+are carried out on the legs (``pause``, ``resume`` with a new attempt, ``cancel``, one more copy
+for a cold catch-up) and its deliveries become the OpenAI chunks the application reads.
 
-:class:`SwarmSource` is pulled: each :meth:`SwarmSource.receive` reads frames
-and runs the machine until a chunk is ready or a deadline of the machine
-passes, so no task runs behind the application's back.  The machine's clock is
-the event loop's, the same one ``asyncio.timeout_at`` uses.
+How the legs travel is a :class:`meshcore_sdk.swarm.links.LegLink`: over direct connections
+(:class:`meshcore_sdk.swarm.direct_legs.DirectLegs`: a ticket and a WebRTC data channel per leg,
+``docs/protocol.md`` §8) or through the router (:class:`meshcore_sdk.swarm.links.RouterStreamLink`:
+every leg on one websocket to the frame stream ``/mesh/v1/stream``, §5, whose router places the
+copies of one ``group`` on distinct workers).  The machine and the bookkeeping here are the same
+for both.
+
+:class:`SwarmSource` is pulled: each :meth:`SwarmSource.receive` reads the link and runs the
+machine until a chunk is ready or a deadline of the machine passes, so no task runs behind the
+application's back (but a direct leg's connect task, which its link owns).  The machine's clock
+is the event loop's, the same one ``asyncio.timeout_at`` uses.
 """
 
 from __future__ import annotations
@@ -23,13 +26,9 @@ import contextlib
 import itertools
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
-
-from pydantic import BaseModel
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from typing import TYPE_CHECKING, Any, Literal
 
 from meshcore_sdk._base import Runtime, Transport
 from meshcore_sdk._framed import request_through_stream
@@ -43,7 +42,6 @@ from meshcore_sdk.openai_format import (
 )
 from meshcore_sdk.openai_tools import FunctionSpec
 from meshcore_sdk.protocol import (
-    SUPPORTED_VERSIONS,
     AcceptedFrame,
     CancelFrame,
     DoneFrame,
@@ -51,28 +49,16 @@ from meshcore_sdk.protocol import (
     FinishReason,
     FrameLimits,
     GenerateFrame,
-    HelloFrame,
     PausedFrame,
     PauseFrame,
     ResumeFrame,
-    Role,
     TokenFrame,
     Usage,
-    WelcomeFrame,
     WorkerStream,
-    decode_frame,
-    encode_frame,
-    error_from_code,
 )
-from meshcore_sdk.protocol.errors import (
-    ConnectError,
-    MeshTimeout,
-    OutOfOrderFrame,
-    RemoteProtocolError,
-    StreamClosed,
-    SwarmExhausted,
-)
+from meshcore_sdk.protocol.errors import OutOfOrderFrame, StreamClosed, SwarmExhausted
 from meshcore_sdk.swarm.budget import HedgeBudget
+from meshcore_sdk.swarm.links import FrameArrived, LegControl, LegLink, LegsLost, LinkEvent, RouterStreamLink
 from meshcore_sdk.swarm.machine import (
     Cancel,
     CatchUp,
@@ -92,6 +78,9 @@ from meshcore_sdk.swarm.machine import (
 )
 from meshcore_sdk.swarm.machine import LeaderElected as Elected
 
+if TYPE_CHECKING:
+    from meshcore_sdk.direct.dial import Dialer
+
 __all__ = ["SwarmSource", "SwarmTransport"]
 
 _PUSH_BACK = frozenset({"no_capacity", "rate_limited"})
@@ -99,7 +88,7 @@ _PUSH_BACK = frozenset({"no_capacity", "rate_limited"})
 
 @dataclass
 class _Leg:
-    """One copy of the prompt, as the client stream knows it."""
+    """One copy of the prompt, as the swarm knows it; ``request_id`` is its leg name (the link maps it to the wire)."""
 
     request_id: str
     stream: WorkerStream
@@ -125,10 +114,19 @@ class SwarmTransport:
         swarm_size: copies of each prompt, 1 to 5.
         options: thresholds and budgets.
         runtime: clocks and chance.
+        dialer: reaches workers over direct connections; with it the legs are direct, without
+            it they go through the router's frame stream.
     """
 
     def __init__(
-        self, router: Transport, *, router_url: str, swarm_size: int, options: SwarmOptions, runtime: Runtime
+        self,
+        router: Transport,
+        *,
+        router_url: str,
+        swarm_size: int,
+        options: SwarmOptions,
+        runtime: Runtime,
+        dialer: Dialer | None = None,
     ) -> None:
         self._router = router
         self._stream_url = router_url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
@@ -136,6 +134,7 @@ class SwarmTransport:
         self._size = swarm_size
         self._options = options
         self._runtime = runtime
+        self._dialer = dialer
         self._limits = FrameLimits()
         self.budget = HedgeBudget(options.budget)
 
@@ -155,9 +154,9 @@ class SwarmTransport:
             # one job key for every copy, so that a follower continues exactly as the leader would have
             seed = self._runtime.rng.getrandbits(62)
             frame = frame.model_copy(update={"params": frame.params.model_copy(update={"seed": seed})})
-        connection = await self._open()
+        link = await self._link(log, timeout_s)
         source = SwarmSource(
-            connection,
+            link,
             frame,
             kind=kind,
             include_usage=request.include_usage,
@@ -166,7 +165,6 @@ class SwarmTransport:
             options=self._options,
             budget=self.budget,
             log=log,
-            limits=self._limits,
         )
         try:
             await source.start()
@@ -177,31 +175,25 @@ class SwarmTransport:
         return source, request_id
 
     async def aclose(self) -> None:
-        """Close the router transport."""
+        """Close the router transport (and the dialer's HTTP client)."""
         await self._router.aclose()
+        if self._dialer is not None:
+            await self._dialer.aclose()
 
-    async def _open(self) -> ClientConnection:
-        try:
-            connection = await connect(
-                self._stream_url, open_timeout=self._options.open_timeout_s, max_size=self._limits.max_frame_bytes
+    async def _link(self, log: EventLog, timeout_s: float | None) -> LegLink:
+        if self._dialer is not None:
+            from meshcore_sdk.swarm.direct_legs import DirectLegs
+
+            return DirectLegs(
+                self._dialer,
+                log=log,
+                limits=self._limits,
+                timeout_s=timeout_s,
+                min_connect_s=self._options.min_leg_connect_s,
             )
-        except (OSError, InvalidHandshake, InvalidURI) as exc:
-            raise ConnectError(f"cannot open the router's frame stream at {self._stream_url}: {exc}") from exc
-        except TimeoutError as exc:
-            raise MeshTimeout(f"the router's frame stream did not open in {self._options.open_timeout_s} s") from exc
-        try:
-            hello = HelloFrame(versions=sorted(SUPPORTED_VERSIONS), role=Role.CLIENT, agent="meshcore-sdk")
-            await connection.send(encode_frame(hello))
-            welcome = decode_frame(await connection.recv(), self._limits, tolerant=True)
-        except ConnectionClosed as exc:
-            raise ConnectError("the router closed its frame stream during the handshake") from exc
-        if isinstance(welcome, ErrorFrame):
-            await connection.close()
-            raise error_from_code(welcome.code, welcome.message)
-        if not isinstance(welcome, WelcomeFrame):
-            await connection.close()
-            raise OutOfOrderFrame(f"expected welcome, got a {welcome.type} frame")
-        return connection
+        return await RouterStreamLink.connect(
+            self._stream_url, open_timeout_s=self._options.open_timeout_s, limits=self._limits
+        )
 
 
 class SwarmSource:
@@ -209,7 +201,7 @@ class SwarmSource:
 
     def __init__(
         self,
-        connection: ClientConnection,
+        link: LegLink,
         frame: GenerateFrame,
         *,
         kind: Literal["chat", "text"],
@@ -219,16 +211,14 @@ class SwarmSource:
         options: SwarmOptions,
         budget: HedgeBudget,
         log: EventLog,
-        limits: FrameLimits,
     ) -> None:
-        self._connection = connection
+        self._link = link
         self._frame = frame
         self._kind: Literal["chat", "text"] = kind
         self._include_usage = include_usage
         self._tools = tools
         self._budget = budget
         self._log = log
-        self._limits = limits
         self._names = (f"{frame.request_id}.{index}" for index in itertools.count())
         self._legs = {name: self._new_leg(name) for name in itertools.islice(self._names, copies)}
         loop = asyncio.get_running_loop()
@@ -246,8 +236,7 @@ class SwarmSource:
 
     async def start(self) -> None:
         """Send every copy of the prompt."""
-        for leg in self._legs.values():
-            await self._send(self._generate(leg))
+        await self._link.open([self._generate(leg) for leg in self._legs.values()])
 
     async def receive(self) -> Mapping[str, Any] | None:
         """The next chunk of the leader's answer, or None at its end.
@@ -263,19 +252,19 @@ class SwarmSource:
         return self._chunks.popleft()
 
     async def aclose(self) -> None:
-        """Cancel every copy still running and close the connection; safe to call more than once."""
+        """Cancel every copy still running and close the link; safe to call more than once."""
         self._finished = True
         for leg in self._legs.values():
             if leg.open:
                 leg.open = False
-                with contextlib.suppress(ConnectionClosed):
-                    await self._connection.send(encode_frame(CancelFrame(request_id=leg.request_id)))
-        await self._connection.close()
+                with contextlib.suppress(StreamClosed):
+                    await self._link.send(leg.request_id, CancelFrame(request_id=leg.request_id))
+        await self._link.aclose()
 
     # --- driving the machine --------------------------------------------------------------
 
     async def _advance(self) -> None:
-        """Read one frame, or wait out the machine's next deadline; then carry out what it decides.
+        """Read one frame or loss off the link, or wait out the machine's next deadline; then carry out what it decides.
 
         The machine always has a deadline while the swarm is live (the first token, the
         next token, the failover), so this never waits for ever.
@@ -283,26 +272,21 @@ class SwarmSource:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout_at(self._machine.get_timer()):
-                message = await self._connection.recv()
+                event = await self._link.receive()
         except TimeoutError:
             self._machine.handle_timer(now=loop.time())
-        except ConnectionClosed:
-            for name in self._legs:
-                self._machine.receive(WorkerLost(name, "the router's frame stream closed"), now=loop.time())
         else:
-            self._take(message, now=loop.time())
+            self._take(event, now=loop.time())
         for action in self._machine.actions():
             await self._execute(action)
 
-    def _take(self, message: str | bytes, *, now: float) -> None:
-        try:
-            frame = decode_frame(message, self._limits, tolerant=True)
-        except RemoteProtocolError as exc:
-            for name in self._legs:
-                self._machine.receive(WorkerLost(name, f"the router sent a bad frame: {exc}"), now=now)
+    def _take(self, event: LinkEvent, *, now: float) -> None:
+        if isinstance(event, LegsLost):
+            for name in event.legs:
+                self._machine.receive(WorkerLost(name, event.cause), now=now)
             return
-        request_id = getattr(frame, "request_id", None)
-        leg = self._legs.get(request_id) if isinstance(request_id, str) else None
+        assert isinstance(event, FrameArrived)
+        leg, frame = self._legs.get(event.leg), event.frame
         if leg is None or not isinstance(frame, AcceptedFrame | TokenFrame | PausedFrame | DoneFrame | ErrorFrame):
             return  # a frame for a copy this stream no longer tracks, or none a worker sends
         try:
@@ -345,17 +329,17 @@ class SwarmSource:
                 self._log.record(LeaderElected(at_s=at_s, worker_id=self._legs[name].name, term=term))
             case Pause(worker=name):
                 self._log.record(WorkerPaused(at_s=at_s, worker_id=self._legs[name].name))
-                await self._send(PauseFrame(request_id=name))
+                await self._send(name, PauseFrame(request_id=name))
             case Resume(worker=name, from_seq=from_seq, token_ids=token_ids):
                 await self._resume(self._legs[name], from_seq, token_ids)
             case CatchUp(worker=name, from_seq=from_seq, token_ids=token_ids):
                 await self._resume(self._legs[name], from_seq, token_ids, hold=True)
-            case Cancel(worker=name):
-                await self._cancel(self._legs[name], "released")
+            case Cancel(worker=name, reason=reason):
+                await self._cancel(self._legs[name], reason or "released")
             case RequestWorker():
                 leg = self._new_leg(next(self._names), cold=True)
                 self._legs[leg.request_id] = leg
-                await self._send(self._generate(leg))
+                await self._guard(self._link.add(self._generate(leg)))
             case FailoverStarted(from_worker=old, to_worker=new, reason=reason):
                 to = self._legs[new].name if new is not None else None
                 event = Failover(
@@ -422,13 +406,13 @@ class SwarmSource:
         resume = ResumeFrame(
             request_id=leg.request_id, from_seq=from_seq, token_ids=list(token_ids), attempt=leg.attempt, hold=hold
         )
-        await self._send(resume)
+        await self._send(leg.request_id, resume)
 
     async def _cancel(self, leg: _Leg, why: str) -> None:
         if leg.open:
             leg.open = False
             self._log.record(WorkerReleased(at_s=self._log.elapsed_s(), worker_id=leg.name, reason=why))
-            await self._send(CancelFrame(request_id=leg.request_id))
+            await self._send(leg.request_id, CancelFrame(request_id=leg.request_id))
 
     def _new_leg(self, name: str, *, cold: bool = False) -> _Leg:
         return _Leg(request_id=name, stream=WorkerStream(name), cold=cold)
@@ -436,8 +420,13 @@ class SwarmSource:
     def _generate(self, leg: _Leg) -> GenerateFrame:
         return self._frame.model_copy(update={"request_id": leg.request_id, "group": self._frame.request_id})
 
-    async def _send(self, frame: BaseModel) -> None:
+    async def _send(self, name: str, frame: LegControl) -> None:
+        await self._guard(self._link.send(name, frame))
+
+    async def _guard(self, sending: Awaitable[None]) -> None:
+        """Await a send on the link, naming this request in the error if the link has closed."""
         try:
-            await self._connection.send(encode_frame(frame))
-        except ConnectionClosed as exc:
-            raise StreamClosed("the router's frame stream closed", request_id=self.request_id) from exc
+            await sending
+        except StreamClosed as exc:
+            exc.request_id = self.request_id
+            raise

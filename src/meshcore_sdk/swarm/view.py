@@ -126,7 +126,9 @@ class SwarmView:
                 case WorkerPaused(worker_id=worker):
                     workers.setdefault(worker, _Worker()).role = "paused"
                 case WorkerReleased(worker_id=worker):
-                    workers.setdefault(worker, _Worker()).role = "released"
+                    released = workers.setdefault(worker, _Worker())
+                    if not released.role.startswith("lost"):  # a lost leader is cancelled too: it stays lost
+                        released.role = "released"
                 case Failover(from_worker_id=worker, reason=reason):
                     workers.setdefault(worker, _Worker()).role = f"lost ({reason.split(':')[0]})"
         for worker, count in self._by_worker.items():

@@ -109,6 +109,26 @@ def test_a_lost_leader_with_no_follower_gets_a_cold_catch_up() -> None:
     assert m.actions() == [LeaderElected("fresh", 2), deliver("fresh", 1)]
 
 
+def test_a_fresh_worker_lost_before_it_was_added_ends_the_wait() -> None:
+    m = started("a")
+    m.receive(token("a", 0), now=0.0)
+    m.receive(WorkerLost("a", "channel closed"), now=0.5)
+    m.actions()
+    m.receive(WorkerLost("a.1", "no_capacity: refused"), now=0.6)
+    assert m.actions() == [Fail((("a", "channel closed"), ("a.1", "no_capacity: refused")))]
+    assert m.get_timer() is None
+
+
+def test_a_fresh_worker_that_never_comes_fails_the_swarm_at_the_failover_deadline() -> None:
+    m = started("a")
+    m.receive(token("a", 0), now=0.0)
+    m.receive(WorkerLost("a", "channel closed"), now=0.5)
+    assert m.actions()[-1] == RequestWorker()
+    m.handle_timer(now=0.5 + CONFIG.failover_timeout_s)
+    assert m.actions() == [Fail((("a", "channel closed"), ("(fresh worker)", "did not come in time")))]
+    assert m.get_timer() is None
+
+
 def test_the_swarm_gives_up_with_every_cause_when_nobody_is_left() -> None:
     m = started("ab", SwarmConfig(max_cold_catchups=0))
     m.receive(token("a", 0), now=0.0)

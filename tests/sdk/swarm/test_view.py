@@ -96,6 +96,12 @@ def test_the_view_shows_roles_the_failover_the_gaps_and_the_text() -> None:
     assert "6, 7, 8, 9," in text
 
 
+def test_a_stalled_leader_cancelled_once_replaced_stays_lost() -> None:
+    stream, view = failover_stream()
+    stream.events.append(WorkerReleased(at_s=0.31, worker_id="node-a", reason="replaced by a faster follower"))
+    assert "lost (eof)" in rows(view)["node-a"]
+
+
 def test_a_paused_follower_shows_as_paused_while_the_leader_is_healthy() -> None:
     stream = FakeStream(
         [LeaderElected(at_s=0.1, worker_id="node-a", term=1), WorkerPaused(at_s=0.1, worker_id="node-b")]

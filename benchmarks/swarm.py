@@ -10,9 +10,14 @@ Three nodes (separate processes, the bundled Gemma 3 270M) behind one router.  M
 * speculation cost: worker-seconds the followers spend before they are paused or released, per request,
   against the leader's.
 
+The swarm measures run for each kind of legs asked for (``--legs``, both by default): direct legs
+(a WebRTC data channel per copy, host to host on 127.0.0.1) and proxy legs (the router's frame
+stream).  On direct legs a killed leader is noticed only as a stall (nothing tells the client over
+UDP); on proxy legs the router sees its link drop at once.
+
 Usage::
 
-    .venv/bin/python benchmarks/swarm.py [--runs 10] [--max-tokens 48]
+    .venv/bin/python benchmarks/swarm.py [--runs 10] [--max-tokens 48] [--legs direct proxy]
 """
 
 from __future__ import annotations
@@ -25,12 +30,14 @@ import time
 from dataclasses import dataclass, field
 
 from meshcore_node.models import bundled_model_path
-from meshcore_sdk import AsyncClient
+from meshcore_sdk import AsyncClient, ClientConfig
+from meshcore_sdk.config import DirectOptions, Mode, SwarmOptions
 from meshcore_sdk.events import Failover, WorkerPaused
 from meshcore_sdk.mesh import LocalMesh, MeshConfig
 
 PROMPT = "1, 2, 3, 4, 5,"
 MODEL = "gemma-3-270m"
+LOOPBACK = ("127.0.0.1",)
 
 
 @dataclass
@@ -44,8 +51,16 @@ class Run:
         return [b - a for a, b in zip(self.token_times_s, self.token_times_s[1:], strict=False)]
 
 
-async def one(mesh: LocalMesh, mode: str, max_tokens: int, *, kill_at: int = 0) -> Run:
-    async with AsyncClient(router_url=mesh.router_url, mode=mode, swarm_size=3, max_retries=0) as client:
+async def one(mesh: LocalMesh, mode: str, max_tokens: int, *, kill_at: int = 0, legs: str = "direct") -> Run:
+    config = ClientConfig(
+        router_url=mesh.router_url,
+        mode=Mode(mode),
+        swarm_size=3,
+        max_retries=0,
+        direct=DirectOptions(host_addresses=LOOPBACK),
+        swarm=SwarmOptions(legs=legs),  # type: ignore[arg-type]
+    )
+    async with AsyncClient.from_config(config) as client:
         started = time.perf_counter()
         stream = await client.completions.create(
             model=MODEL, prompt=PROMPT, max_tokens=max_tokens, temperature=0, stream=True
@@ -90,27 +105,41 @@ async def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--kill-at", type=int, default=20)
+    parser.add_argument("--legs", nargs="+", choices=("direct", "proxy"), default=["direct", "proxy"])
     args = parser.parse_args()
-    config = MeshConfig(nodes=3, model_path=bundled_model_path(), n_ctx=1024, node_threads=1, heartbeat_interval_s=0.2)
+    config = MeshConfig(
+        nodes=3,
+        model_path=bundled_model_path(),
+        n_ctx=1024,
+        node_threads=1,
+        heartbeat_interval_s=0.2,
+        ice_host_addresses=LOOPBACK,
+    )
+    healthy: dict[str, list[Run]] = {}
+    failovers: dict[str, list[float]] = {}
+    straggler: dict[str, list[Run]] = {}
     async with LocalMesh(config) as mesh:
         await one(mesh, "proxy", 4)  # warm every path once
+        for legs in args.legs:
+            await one(mesh, "swarm", 4, legs=legs)
         single = [await one(mesh, "proxy", args.max_tokens) for _ in range(args.runs)]
         gap_s = statistics.median(g for run in single for g in run.gaps_s())
-        healthy = [await one(mesh, "swarm", args.max_tokens) for _ in range(args.runs)]
-
-        failovers: list[float] = []
-        for _ in range(args.runs):
-            run = await one(mesh, "swarm", args.max_tokens, kill_at=args.kill_at)
-            assert any(isinstance(e, Failover) for e in run.events)
-            failovers.append(run.gaps_s()[args.kill_at - 1])
-            await restore(mesh)
+        for legs in args.legs:
+            healthy[legs] = [await one(mesh, "swarm", args.max_tokens, legs=legs) for _ in range(args.runs)]
+            failovers[legs] = []
+            for _ in range(args.runs):
+                run = await one(mesh, "swarm", args.max_tokens, kill_at=args.kill_at, legs=legs)
+                assert any(isinstance(e, Failover) for e in run.events)
+                failovers[legs].append(run.gaps_s()[args.kill_at - 1])
+                await restore(mesh)
 
         slow = mesh.nodes.pop("node-2")
         slow.send_signal(signal.SIGTERM)
         await slow.wait()
         await mesh.start_node("node-2", "--fault-token-delay-ms", f"{9 * gap_s * 1000:.0f}")
         await mesh.wait_ready(3, node_ids=list(mesh.nodes))
-        straggler = [await one(mesh, "swarm", args.max_tokens) for _ in range(args.runs)]
+        for legs in args.legs:
+            straggler[legs] = [await one(mesh, "swarm", args.max_tokens, legs=legs) for _ in range(args.runs)]
 
     print(f"\nGemma 3 270M Q4_K_M, 3 nodes x 1 thread on 2 cores, greedy, {args.max_tokens} tokens, {args.runs} runs\n")
     print("| measure | value |\n|---|---|")
@@ -119,24 +148,29 @@ async def main() -> None:
         f"{p99([r.ttft_s for r in single]) * 1000:.0f} ms |"
     )
     print(f"| single worker: median inter-token gap | {gap_s * 1000:.1f} ms |")
+    for legs in args.legs:
+        report(legs, single, healthy[legs], failovers[legs], straggler[legs], gap_s)
+
+
+def report(
+    legs: str, single: list[Run], healthy: list[Run], failovers: list[float], straggler: list[Run], gap_s: float
+) -> None:
+    p50_ms, p99_ms = statistics.median(r.ttft_s for r in healthy) * 1000, p99([r.ttft_s for r in healthy]) * 1000
+    print(f"| {legs} legs: swarm of 3, healthy: TTFT p50 / p99 | {p50_ms:.0f} / {p99_ms:.0f} ms |")
     print(
-        f"| swarm of 3, healthy: TTFT p50 / p99 | {statistics.median(r.ttft_s for r in healthy) * 1000:.0f} / "
-        f"{p99([r.ttft_s for r in healthy]) * 1000:.0f} ms |"
-    )
-    print(
-        f"| failover gap (leader SIGKILLed) p50 / max | {statistics.median(failovers) * 1000:.0f} / "
+        f"| {legs} legs: failover gap (leader SIGKILLed) p50 / max | {statistics.median(failovers) * 1000:.0f} / "
         f"{max(failovers) * 1000:.0f} ms |"
     )
     print(
-        f"| failover gap / normal gap (p50, max) | {statistics.median(failovers) / gap_s:.2f}x, "
+        f"| {legs} legs: failover gap / normal gap (p50, max) | {statistics.median(failovers) / gap_s:.2f}x, "
         f"{max(failovers) / gap_s:.2f}x (target <= 3x) |"
     )
     ratio = p99([r.ttft_s for r in straggler]) / p99([r.ttft_s for r in single])
-    print(f"| one node 10x slower: swarm TTFT p99 / healthy single p99 | {ratio:.2f}x (target <= 1.2x) |")
+    print(f"| {legs} legs: one node 10x slower: swarm TTFT p99 / healthy single p99 | {ratio:.2f}x (target <= 1.2x) |")
     ratio = p99([r.ttft_s for r in straggler]) / p99([r.ttft_s for r in healthy])
-    print(f"| one node 10x slower: swarm TTFT p99 / healthy swarm p99 | {ratio:.2f}x |")
+    print(f"| {legs} legs: one node 10x slower: swarm TTFT p99 / healthy swarm p99 | {ratio:.2f}x |")
     speculation = statistics.median(map(speculation_ratio, healthy))
-    print(f"| speculation: follower worker-seconds / leader's | {speculation:.3f} |")
+    print(f"| {legs} legs: speculation: follower worker-seconds / leader's | {speculation:.3f} |")
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@ Three node processes gather ICE host candidates on 127.0.0.1, and so does the cl
 connect on any machine, loopback only included, without a TURN server.  The prompt and the checks
 are those of ``test_swarm.py`` (its prompt has a wide margin between the two likeliest tokens at
 every position, so a follower's catch-up picks the leader's tokens).  A SIGKILLed leader's channel
-does not close (nothing tells its peer over UDP), so over direct legs the swarm sees the kill as a
-stall and fails over on the gap threshold.
+does not close (nothing tells its peer over UDP), but the router sees the worker's link close and
+tells the swarm through its watch (``/mesh/v1/nodes/watch``), so it fails over before any stall.
 """
 
 from __future__ import annotations
@@ -91,6 +91,7 @@ async def test_killing_the_leader_over_direct_legs_loses_and_repeats_nothing(dir
 
         assert_exactly_once(answer, expected)
         failover = next(event for event in answer.events if isinstance(event, Failover))
-        assert failover.from_worker_id == killed[0] and failover.reason.startswith("stalled")
+        # the router saw the killed worker's link close and told the swarm, before any stall threshold
+        assert failover.from_worker_id == killed[0] and "left the mesh" in failover.reason, failover
         assert killed[0] not in answer.workers[kill_at:]
         await restore(direct_mesh)

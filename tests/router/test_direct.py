@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 
 import httpx
+import httpx_sse
 import jwt
 import pytest
 from tests.router.conftest import RunningRouter, StartNode
@@ -193,3 +195,26 @@ async def test_an_offer_for_an_absent_worker_is_refused(mesh: RunningRouter, htt
     response = await http.post("/mesh/v1/signal", json=_offer("node-z"))
 
     assert (response.status_code, response.json()["error"]["code"]) == (502, ErrorCode.WORKER_LOST.value)
+
+
+async def test_the_router_reports_each_watched_worker_that_leaves_the_mesh(
+    mesh: RunningRouter, start_node: StartNode, http: httpx.AsyncClient
+) -> None:
+    leaving = await start_node("node-a")
+    await start_node("node-b")
+    params = [("node_id", "node-a"), ("node_id", "node-x")]
+    async with http.stream("GET", "/mesh/v1/nodes/watch", params=params, timeout=None) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = httpx_sse.EventSource(response).aiter_sse()
+        first = await anext(events)  # a node that is not in the mesh has left already
+        await leaving.stop()
+        second = await anext(events)
+        assert [json.loads(event.data) for event in (first, second)] == [
+            {"node_id": "node-x", "event": "left"},
+            {"node_id": "node-a", "event": "left"},
+        ]
+        assert await anext(events, None) is None  # every watched node has left: the stream ends
+
+
+async def test_a_watch_names_at_least_one_node(http: httpx.AsyncClient) -> None:
+    assert (await http.get("/mesh/v1/nodes/watch")).status_code == 400

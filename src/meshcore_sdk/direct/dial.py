@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,11 @@ PLACEHOLDER_REQUEST_ID = "direct"
 """The request id an offer carries; the router gives the request its real one when it relays the offer."""
 
 CHANNEL_LABEL = "meshcore"
+
+WATCH_PATH = "/mesh/v1/nodes/watch"
+"""Where the router reports the nodes that leave the mesh (``docs/protocol.md`` §8.5)."""
+
+_WATCH_CONNECT_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +104,21 @@ class Dialer:
         except pydantic.ValidationError as exc:
             raise RemoteProtocolError(f"the router sent malformed tickets: {exc.error_count()} problems") from exc
         return Tickets(grants, deadline_s)
+
+    async def departures(self, node_ids: Sequence[str]) -> AsyncIterator[str]:
+        """Each of ``node_ids`` that leaves the mesh, as the router sees it: its link to the router closed.
+
+        A worker killed outright goes silent on its data channel, which the client could tell
+        only from the stall; the router sees its link close at once.
+
+        Raises:
+            MeshError: the router refused the watch or could not be reached, or the watch broke.
+        """
+        params = [("node_id", node_id) for node_id in node_ids]
+        async for data in self.router.watch(WATCH_PATH, params=params, connect_timeout_s=_WATCH_CONNECT_S):
+            node_id = data.get("node_id")
+            if isinstance(node_id, str):
+                yield node_id
 
     def peer(self, grant: TicketGrant) -> tuple[RTCPeerConnection, RTCDataChannel]:
         """A peer connection for ``grant``'s worker, and its pre-negotiated data channel."""

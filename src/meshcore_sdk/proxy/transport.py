@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 import httpx
+import httpx_sse
 
 from meshcore_sdk._base import Runtime
 from meshcore_sdk._retry import RetryPolicy, retry_delay_s, should_retry
@@ -28,7 +29,7 @@ from meshcore_sdk.events import EventLog, RequestRetried, ResponseStarted
 from meshcore_sdk.protocol.backoff import Backoff
 from meshcore_sdk.protocol.errors import MeshError
 from meshcore_sdk.proxy.http_errors import error_from_response, map_httpx_errors
-from meshcore_sdk.proxy.sse import SseChunkSource
+from meshcore_sdk.proxy.sse import SseChunkSource, decode_event_data
 
 __all__ = ["ProxyTransport", "retry_policy_of"]
 
@@ -86,6 +87,33 @@ class ProxyTransport:
         attempts = 1 + sum(1 for event in log.events if isinstance(event, RequestRetried))
         log.record(ResponseStarted(at_s=log.elapsed_s(), request_id=source.request_id, attempts=attempts))
         return source, source.request_id
+
+    async def watch(
+        self, path: str, *, params: Sequence[tuple[str, str]], connect_timeout_s: float
+    ) -> AsyncIterator[Mapping[str, Any]]:
+        """The data of each server-sent event of a long ``GET`` (no read timeout, no retries), until it ends.
+
+        Raises:
+            MeshError: the router refused or could not be reached, or the stream broke.
+        """
+        request = self._http.build_request(
+            "GET",
+            self._base_url + path,
+            params=list(params),
+            headers={**self._headers, "accept": _EVENT_STREAM},
+            timeout=httpx.Timeout(connect_timeout_s, read=None),
+        )
+        with map_httpx_errors():
+            response = await self._http.send(request, stream=True)
+        try:
+            if not response.is_success:
+                raise (await _failure_of(response, now_s=self._runtime.wall_clock())).error
+            with map_httpx_errors():
+                async for event in httpx_sse.EventSource(response).aiter_sse():
+                    if event.data:
+                        yield decode_event_data(event.data)
+        finally:
+            await response.aclose()
 
     async def aclose(self) -> None:
         """Close the httpx client if this transport made it."""

@@ -11,21 +11,28 @@ worker the swarm has not used yet (the router has no ``exclude``, so it asks for
 than the workers used and picks the first new one; failing that, whichever came).
 
 Every leg's frames, and its loss (a refused or missing ticket, a missed deadline, a closed
-channel, a frame that does not parse), go to one queue that :meth:`DirectLegs.receive` reads.
+channel, a frame that does not parse, its worker leaving the mesh), go to one queue that
+:meth:`DirectLegs.receive` reads.  A worker killed outright only goes silent on its channel
+(aiortc notices a dead peer after about 30 s), so the link also watches the granted workers at
+the router (:meth:`Dialer.departures`), which sees a worker's link close at once: the machine
+then fails over without waiting for the stall threshold.  Without the watch (an older router,
+or a broken one) the stall threshold still catches a dead leader.
 A leg that never connects is also recorded as :class:`WorkerDropped`; one that does, as
 :class:`DirectConnected` (and :class:`RelayUsed` when a TURN relay carries it).  Frames the
 driver sends a leg before its channel opens (a ``pause`` for a leg still connecting when
 another wins the race) wait for the channel and go first.
 
-The connect tasks are the only work this link runs on its own (besides aiortc's); they belong
-to the link, which cancels and awaits them in :meth:`DirectLegs.aclose`, and they never raise.
+The connect tasks and the watches are the only work this link runs on its own (besides
+aiortc's); they belong to the link, which cancels and awaits them in :meth:`DirectLegs.aclose`,
+and they never raise.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -45,6 +52,8 @@ from meshcore_sdk.swarm.links import FrameArrived, LegControl, LegsLost, LinkEve
 
 __all__ = ["DirectLegs", "Dialing"]
 
+logger = logging.getLogger(__name__)
+
 
 class Dialing(Protocol):
     """What direct legs need of :class:`meshcore_sdk.direct.dial.Dialer` (tests pass a fake)."""
@@ -53,6 +62,10 @@ class Dialing(Protocol):
         self, model: str, *, n: int, max_tokens: int, timeout_s: float | None, hedges: bool = False
     ) -> Tickets:
         """Up to ``n`` grants for distinct workers of ``model``, and their connect deadline."""
+        ...
+
+    def departures(self, node_ids: Sequence[str]) -> AsyncIterator[str]:
+        """Each of ``node_ids`` that leaves the mesh, as the router sees it."""
         ...
 
     def peer(self, grant: TicketGrant) -> tuple[Any, Any]:
@@ -126,6 +139,7 @@ class DirectLegs:
         self._limits = limits
         self._timeout_s = timeout_s
         self._legs: dict[str, _DirectLeg] = {}
+        self._watches: list[asyncio.Task[None]] = []
         self._inbox: asyncio.Queue[tuple[_DirectLeg, str | bytes] | LegsLost] = asyncio.Queue()
         self._closed = False
 
@@ -146,6 +160,7 @@ class DirectLegs:
                 leg.task = asyncio.create_task(self._connect(leg, tickets.grants[index], deadline_s))
             else:
                 self._lose(leg, f"no_capacity: the router granted {len(tickets.grants)} workers for this copy")
+        self._watch([grant.node_id for grant in tickets.grants])
 
     async def add(self, generate: GenerateFrame) -> None:
         """Start one more copy on a fresh worker, ticket and all, without waiting for it."""
@@ -177,7 +192,7 @@ class DirectLegs:
     async def aclose(self) -> None:
         """Stop every connect task and close every peer connection (which ends the workers' sessions)."""
         self._closed = True
-        tasks = [leg.task for leg in self._legs.values() if leg.task is not None]
+        tasks = [leg.task for leg in self._legs.values() if leg.task is not None] + self._watches
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -199,6 +214,7 @@ class DirectLegs:
         except MeshError as exc:
             self._lose(leg, f"{exc.code.value}: {exc}")
             return
+        self._watch([grant.node_id])
         await self._connect(leg, grant, deadline_s)
 
     async def _fresh_grant(self, generate: GenerateFrame) -> tuple[TicketGrant, float]:
@@ -241,6 +257,19 @@ class DirectLegs:
         for frame in leg.pending:
             self._transmit(leg, frame)
         leg.pending.clear()
+
+    def _watch(self, node_ids: list[str]) -> None:
+        self._watches.append(asyncio.create_task(self._follow_departures(node_ids)))
+
+    async def _follow_departures(self, node_ids: list[str]) -> None:
+        """Lose the legs of each watched worker the router says left the mesh; never raise (but when cancelled)."""
+        try:
+            async for node_id in self._dialer.departures(node_ids):
+                for leg in self._legs.values():
+                    if leg.worker_id == node_id and leg.state is not _State.GONE:
+                        self._lose(leg, f"worker {node_id} left the mesh (its link to the router closed)")
+        except MeshError as exc:  # the stall threshold still catches a dead worker
+            logger.debug("no departures from the router for %s: %s", node_ids, exc)
 
     @staticmethod
     def _transmit(leg: _DirectLeg, frame: LegControl) -> None:

@@ -7,7 +7,7 @@ whenever the test awaits the link, so nothing sleeps.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import pytest
@@ -63,9 +63,13 @@ class FakeDialer:
     """Grants ``nodes`` in order; ``script[node]`` is what its worker sends once open (frames, or raw
     text), or the error its connection fails with."""
 
-    def __init__(self, nodes: list[str], script: dict[str, list[Any] | Exception]) -> None:
+    def __init__(
+        self, nodes: list[str], script: dict[str, list[Any] | Exception], *, leaving: Sequence[str] = ()
+    ) -> None:
         self.nodes = nodes
         self.script = script
+        self.leaving = list(leaving)  # what the router's watch reports, at once
+        self.watched: list[list[str]] = []
         self.asked: list[int] = []
         self.offers: dict[str, GenerateFrame] = {}
         self.peers: dict[str, tuple[FakePeer, FakeChannel]] = {}
@@ -84,6 +88,12 @@ class FakeDialer:
             for node in self.nodes[:n]
         ]
         return Tickets(grants, DEADLINE_S)
+
+    async def departures(self, node_ids: Sequence[str]) -> AsyncIterator[str]:
+        self.watched.append(list(node_ids))
+        for node_id in self.leaving:
+            if node_id in node_ids:
+                yield node_id
 
     def peer(self, grant: TicketGrant) -> tuple[FakePeer, FakeChannel]:
         self.peers[grant.node_id] = (FakePeer(), FakeChannel())
@@ -175,6 +185,18 @@ async def test_a_leg_gets_at_least_the_swarms_minimum_to_connect() -> None:
     await legs.aclose()
 
     assert dialer.deadlines == {"a": 3.0, "b": 3.0}  # not the tickets' DEADLINE_S
+
+
+async def test_a_worker_the_router_says_left_the_mesh_is_lost_without_waiting_for_a_stall() -> None:
+    dialer = FakeDialer(["a", "b"], {"a": [accepted("a")], "b": [accepted("b")]}, leaving=["a"])
+    legs, _ = link(dialer)
+
+    await legs.open([generate("s.0"), generate("s.1")])
+    events = [await legs.receive() for _ in range(3)]
+
+    assert dialer.watched == [["a", "b"]]
+    assert LegsLost(("s.0",), "worker a left the mesh (its link to the router closed)") in events
+    await legs.aclose()
 
 
 async def test_a_refused_ticket_is_one_legs_loss_not_the_streams() -> None:

@@ -5,7 +5,13 @@ For each mode, on the bundled Gemma 3 270M with greedy decoding from the same pr
 * engine: the node's engine child process driven directly (``EngineSupervisor``), the floor;
 * proxy: ``AsyncClient(mode="proxy")`` through the router's HTTP/SSE API;
 * direct: ``AsyncClient(mode="direct")`` over a WebRTC data channel, host <-> host on loopback;
-* relayed: the same with ``force_relay`` (only TURN relay candidates), through coturn on loopback.
+* relayed: the same with ``force_relay`` (only TURN relay candidates), through coturn on loopback;
+* blocked: direct mode with every packet between the client's and the node's address dropped (nft
+  rules, removed at the end; needs root), so that ICE falls back to the relay by itself.
+
+Target (issue 4): with the direct path blocked the first token arrives no later than 100 ms plus
+relay setup after it would have arrived directly, that is ``TTFT(blocked) - TTFT(direct) <= 100 ms +
+(setup(relayed) - setup(direct))``, medians of the same run.
 
 It reports connection setup (offer to open data channel, direct modes only), time to first token and
 decode tokens/s, median and spread over the runs.  The router and the node run in this process (the
@@ -20,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import random
 import shutil
 import socket
@@ -49,12 +56,33 @@ CLIENT_IP, NODE_IP = "127.0.0.2", "127.0.0.3"
 SECRET = "meshcore-bench-secret"
 
 
+@contextlib.contextmanager
+def blocked_direct_path() -> Iterator[None]:
+    """Drop every packet between the client's and the node's address, both ways; always removed."""
+    nft = shutil.which("nft")
+    if nft is None or os.geteuid() != 0:
+        raise PermissionError("blocking the direct path needs root and nft")
+    table = f"meshcore_bench_{os.getpid()}"
+    script = (
+        f"add table inet {table}\n"
+        f"add chain inet {table} out {{ type filter hook output priority 0 ; }}\n"
+        f"add rule inet {table} out ip saddr {CLIENT_IP} ip daddr {NODE_IP} drop\n"
+        f"add rule inet {table} out ip saddr {NODE_IP} ip daddr {CLIENT_IP} drop\n"
+    )
+    subprocess.run([nft, "-f", "-"], input=script, text=True, check=True)
+    try:
+        yield
+    finally:
+        subprocess.run([nft, "delete", "table", "inet", table], check=False)
+
+
 @dataclass(frozen=True)
 class Run:
     setup_s: float | None
     ttft_s: float
     tokens: int
     decode_s: float
+    relay: bool = False
 
     @property
     def tokens_per_s(self) -> float:
@@ -108,9 +136,11 @@ async def client_runs(client: AsyncClient, *, runs: int, max_tokens: int) -> lis
                     last = time.perf_counter()
                     first = first or last
                     tokens += 1
-        setups = [event.setup_s for event in stream.events if isinstance(event, DirectConnected)]
+        connected = [event for event in stream.events if isinstance(event, DirectConnected)]
+        setups = [event.setup_s for event in connected]
         if index and first and last:
-            results.append(Run(setups[0] if setups else None, first - started, tokens, last - first))
+            relay = bool(connected) and connected[0].relay
+            results.append(Run(setups[0] if setups else None, first - started, tokens, last - first, relay))
     return results
 
 
@@ -199,6 +229,7 @@ def report(name: str, runs: list[Run]) -> None:
     print(
         f"{name:8s}  setup {setup}  TTFT {statistics.median(ttft):7.1f} ms (min {min(ttft):6.1f}, "
         f"max {max(ttft):6.1f})  {statistics.median(rate):6.1f} tok/s (min {min(rate):5.1f})  n={len(runs)}"
+        f"  relayed {sum(run.relay for run in runs)}/{len(runs)}"
     )
 
 
@@ -238,9 +269,31 @@ async def main() -> None:
             for name, config in modes.items():
                 async with AsyncClient.from_config(config) as client:
                     results[name] = await client_runs(client, runs=args.runs, max_tokens=args.max_tokens)
+            if turn_url:
+                with contextlib.suppress(PermissionError), blocked_direct_path():
+                    async with AsyncClient.from_config(modes["direct"]) as client:
+                        results["blocked"] = await client_runs(client, runs=args.runs, max_tokens=args.max_tokens)
     print(f"Gemma 3 270M, {args.max_tokens} tokens, {args.threads} threads, {args.runs} runs after one warm-up")
     for name, runs in results.items():
         report(name, runs)
+    if {"direct", "relayed", "blocked"} <= results.keys():
+        fallback_target(results)
+
+
+def fallback_target(results: dict[str, list[Run]]) -> None:
+    """How late the first token comes with the direct path blocked, against the target."""
+
+    def median_ms(runs: list[Run], value: str) -> float:
+        return 1000 * statistics.median(getattr(run, value) for run in runs if getattr(run, value) is not None)
+
+    late = median_ms(results["blocked"], "ttft_s") - median_ms(results["direct"], "ttft_s")
+    relay_setup = median_ms(results["relayed"], "setup_s") - median_ms(results["direct"], "setup_s")
+    allowed = 100 + relay_setup
+    verdict = "met" if late <= allowed else "missed"
+    print(
+        f"blocked path: first token {late:.1f} ms later than direct; allowed 100 ms + relay setup "
+        f"{relay_setup:.1f} ms = {allowed:.1f} ms ({late / allowed:.2f}x, {verdict})"
+    )
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("langchain_core")
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessageChunk
+from langchain_core.messages import AIMessage, AIMessageChunk
 from langchain_openai import ChatOpenAI
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 
@@ -184,3 +184,19 @@ def test_chat_openai_streams_with_usage(shared_mesh: LocalMesh) -> None:
 async def test_chat_openai_streams_async(shared_mesh: LocalMesh) -> None:
     chunks = [chunk async for chunk in chat_openai(shared_mesh.router_url).astream("Name a colour.")]
     assert "".join(chunk.text for chunk in chunks)
+
+
+# --- ChatMeshcore in direct and swarm modes ------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["direct", "swarm"])
+async def test_chat_meshcore_invokes_and_streams_in_direct_and_swarm_mode(shared_mesh: LocalMesh, mode: str) -> None:
+    llm = ChatMeshcore(model=SERVED_NAME, mode=mode, swarm_size=2, max_tokens=8, temperature=0)
+    reply = await llm.ainvoke("Name a colour.")
+    assert isinstance(reply, AIMessage) and isinstance(reply.content, str) and reply.content
+    assert reply.usage_metadata is not None and reply.usage_metadata["output_tokens"] > 0
+    assert reply.response_metadata["model_name"] == SERVED_NAME
+
+    chunks = [chunk async for chunk in llm.astream("Name a colour.")]
+    assert "".join(chunk.text for chunk in chunks) == reply.content  # greedy: the same answer, token by token
+    assert len(chunks) > 1

@@ -33,7 +33,7 @@ from meshcore_sdk.openai_tools import (
     forced_tools,
     instruction_text,
     parse_reply,
-    parse_tool_call,
+    parse_tool_calls,
     render_calls,
     text_allowed,
     tool_call_body,
@@ -169,7 +169,7 @@ class ChatCompletionRequest(_GenerationRequest):
     top_logprobs: int | None = None
     tools: list[ToolSpec] = Field(default_factory=list)
     tool_choice: ToolChoiceMode | NamedToolChoice | None = None
-    parallel_tool_calls: bool | None = None  # accepted; an answer makes one call
+    parallel_tool_calls: bool | None = None  # true: an answer may make several calls
 
     @field_validator("tools", mode="before")
     @classmethod
@@ -202,12 +202,12 @@ class ChatCompletionRequest(_GenerationRequest):
         limit = self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
         functions = self.forced_functions
         sampling = self._sampling(limit, None)
-        allow_text = self.text_allowed
+        allow_text, parallel = self.text_allowed, self.parallel_tool_calls is True
         if functions:
-            schema = tool_schema(functions, allow_text=allow_text)
+            schema = tool_schema(functions, allow_text=allow_text, parallel=parallel)
             sampling["response_format"] = {"type": "json_schema", "json_schema": schema}
         params = SamplingParams.model_validate(sampling)
-        instructions = instruction_text(functions, allow_text=allow_text) if functions else None
+        instructions = instruction_text(functions, allow_text=allow_text, parallel=parallel) if functions else None
         messages = _chat_messages(self.messages, instructions)
         return GenerateFrame(request_id=request_id, model=self.model, messages=messages, params=params)
 
@@ -401,18 +401,22 @@ class ChunkFormatter:
         return chunks
 
     def _tool_chunks(self, text: str, done: DoneFrame) -> list[dict[str, Any]]:
-        """OpenAI's chunks of one tool call: id and name, then the arguments, then the finish."""
-        call = parse_tool_call(text, self._meta.tools)
-        if call is None:
+        """OpenAI's chunks of the tool calls: per call its id and name, then its arguments; then the finish."""
+        calls = parse_tool_calls(text, self._meta.tools)
+        if calls is None:
             reply = parse_reply(text)
             return [self._chunk(reply, finish_reason=done.finish_reason.value, seq=None, token_id=None, attempt=0)]
-        body = tool_call_body(call, self._meta.request_id)
-        head = {**body, "index": 0, "function": {"name": call.name, "arguments": ""}}
-        deltas: list[tuple[dict[str, Any], str | None]] = [
-            ({"role": "assistant", "content": None, "tool_calls": [head]}, None),
-            ({"tool_calls": [{"index": 0, "function": {"arguments": call.arguments}}]}, None),
-            ({}, "tool_calls"),
-        ]
+        deltas: list[tuple[dict[str, Any], str | None]] = []
+        for index, call in enumerate(calls):
+            body = tool_call_body(call, self._meta.request_id, index)
+            head: dict[str, Any] = {
+                "tool_calls": [{**body, "index": index, "function": {"name": call.name, "arguments": ""}}]
+            }
+            if index == 0:
+                head = {"role": "assistant", "content": None, **head}
+            deltas.append((head, None))
+            deltas.append(({"tool_calls": [{"index": index, "function": {"arguments": call.arguments}}]}, None))
+        deltas.append(({}, "tool_calls"))
         chunks = []
         for delta, finish_reason in deltas:
             chunk = self._envelope(seq=None, token_id=None, attempt=0)
@@ -494,12 +498,12 @@ def completion_body(
         "logprobs": logprobs_body(meta.kind, tokens),
         "finish_reason": done.finish_reason.value,
     }
-    call = parse_tool_call(text, meta.tools) if meta.tools else None
-    if call is not None:
+    calls = parse_tool_calls(text, meta.tools) if meta.tools else None
+    if calls is not None:
         choice["message"] = {
             "role": "assistant",
             "content": None,
-            "tool_calls": [tool_call_body(call, meta.request_id)],
+            "tool_calls": [tool_call_body(call, meta.request_id, index) for index, call in enumerate(calls)],
         }
         choice["finish_reason"] = "tool_calls"
         choice["logprobs"] = None

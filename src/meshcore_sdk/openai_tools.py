@@ -16,7 +16,10 @@ Choices made here:
   needs that, to answer once the tools' results are in.  ``"required"`` (and
   LangChain's ``"any"``) admit only a call.  The text of an ``auto`` answer is
   read once it is whole: while it streams, it could still become a call.
-- One call per answer, whatever ``parallel_tool_calls`` says.
+- One call per answer, unless the request says ``parallel_tool_calls: true``:
+  then the schema asks for a JSON array of 1 to :data:`MAX_PARALLEL_CALLS` calls
+  (:func:`parse_tool_calls`).  OpenAI's default is ``true``; here it must be said,
+  as a small model given the choice writes several calls where one would do.
 - Chat templates of small models know only ``user`` and ``assistant`` turns, so
   history is rendered as text they can carry: an assistant turn with
   ``tool_calls`` says the JSON of its calls (the same shape the model answers
@@ -37,6 +40,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "MAX_PARALLEL_CALLS",
     "FunctionCallIn",
     "FunctionSpec",
     "NamedToolChoice",
@@ -48,6 +52,7 @@ __all__ = [
     "instruction_text",
     "parse_reply",
     "parse_tool_call",
+    "parse_tool_calls",
     "render_calls",
     "tool_call_body",
     "text_allowed",
@@ -55,6 +60,9 @@ __all__ = [
 ]
 
 ToolChoiceMode = Literal["none", "auto", "required"]
+
+MAX_PARALLEL_CALLS = 8
+"""The most calls one answer makes with ``parallel_tool_calls: true``."""
 
 
 class _Tolerant(BaseModel):
@@ -137,12 +145,15 @@ def _arguments_schema(function: FunctionSpec) -> dict[str, Any]:
     return function.parameters if function.parameters else {"type": "object", "properties": {}}
 
 
-def tool_schema(functions: Sequence[FunctionSpec], *, allow_text: bool = False) -> dict[str, Any]:
+def tool_schema(
+    functions: Sequence[FunctionSpec], *, allow_text: bool = False, parallel: bool = False
+) -> dict[str, Any]:
     """The JSON schema of one call to one of ``functions`` (the arguments follow the chosen name).
 
-    With ``allow_text``, ``{"content": <text>}`` is an alternative to a call.
+    With ``parallel``, an array of 1 to :data:`MAX_PARALLEL_CALLS` such calls instead; with
+    ``allow_text``, ``{"content": <text>}`` is an alternative to the call(s).
     """
-    alternatives: list[dict[str, Any]] = [
+    calls: list[dict[str, Any]] = [
         {
             "type": "object",
             "properties": {"name": {"const": function.name}, "arguments": _arguments_schema(function)},
@@ -151,6 +162,9 @@ def tool_schema(functions: Sequence[FunctionSpec], *, allow_text: bool = False) 
         }
         for function in functions
     ]
+    call = calls[0] if len(calls) == 1 else {"anyOf": calls}
+    array: dict[str, Any] = {"type": "array", "items": call, "minItems": 1, "maxItems": MAX_PARALLEL_CALLS}
+    alternatives = [array] if parallel else calls
     if allow_text:
         reply = {"content": {"type": "string"}}
         alternatives.append(
@@ -159,16 +173,19 @@ def tool_schema(functions: Sequence[FunctionSpec], *, allow_text: bool = False) 
     return alternatives[0] if len(alternatives) == 1 else {"anyOf": alternatives}
 
 
-def instruction_text(functions: Sequence[FunctionSpec], *, allow_text: bool = False) -> str:
+def instruction_text(functions: Sequence[FunctionSpec], *, allow_text: bool = False, parallel: bool = False) -> str:
     """The system text that tells the model which tools it has and how to call them (or answer)."""
     call = '{"name": <tool name>, "arguments": <object matching the tool\'s parameters>}'
+    if parallel:
+        call = f"[{call}, ...] (one or more calls, run together)"
+    shape = "JSON array" if parallel else "JSON object"
     if allow_text:
         how = (
-            f"Answer with exactly one JSON object and nothing else: {call} to call a tool, or "
+            f"Answer with exactly one JSON value and nothing else: {call} to call tools, or "
             '{"content": <your answer>} to answer without one (say, once a tool\'s result is in).'
         )
     else:
-        how = f"Answer with exactly one JSON object {call} and nothing else."
+        how = f"Answer with exactly one {shape} {call} and nothing else."
     lines = ["You can call the following tools. " + how, "", "Tools:"]
     for function in functions:
         lines.append(f"- {function.name}: {function.description or '(no description)'}")
@@ -198,11 +215,28 @@ class ParsedToolCall:
 
 
 def parse_tool_call(text: str, functions: Sequence[FunctionSpec]) -> ParsedToolCall | None:
-    """The call ``text`` makes, or None if it is not one (say, cut off by ``max_tokens``)."""
+    """The call ``text`` makes, or None if it is not one call (say, cut off by ``max_tokens``)."""
     try:
         value = json.loads(text)
     except ValueError:
         return None
+    return _call_of(value, functions)
+
+
+def parse_tool_calls(text: str, functions: Sequence[FunctionSpec]) -> list[ParsedToolCall] | None:
+    """The calls ``text`` makes: one object, or an array of them; None if it is not calls."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    items = value if isinstance(value, list) else [value]
+    calls = [_call_of(item, functions) for item in items]
+    if not calls or any(call is None for call in calls):
+        return None
+    return [call for call in calls if call is not None]
+
+
+def _call_of(value: object, functions: Sequence[FunctionSpec]) -> ParsedToolCall | None:
     if not isinstance(value, Mapping):
         return None
     name, arguments = value.get("name"), value.get("arguments", {})
@@ -228,10 +262,10 @@ def call_id(request_id: str, index: int = 0) -> str:
     return f"call_{digest[:24]}"
 
 
-def tool_call_body(call: ParsedToolCall, request_id: str) -> dict[str, Any]:
-    """One entry of ``message.tool_calls``."""
+def tool_call_body(call: ParsedToolCall, request_id: str, index: int = 0) -> dict[str, Any]:
+    """Entry ``index`` of ``message.tool_calls``."""
     return {
-        "id": call_id(request_id),
+        "id": call_id(request_id, index),
         "type": "function",
         "function": {"name": call.name, "arguments": call.arguments},
     }

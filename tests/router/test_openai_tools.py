@@ -11,7 +11,15 @@ import openai
 import pytest
 
 from meshcore_sdk.openai_format import ChatCompletionRequest
-from meshcore_sdk.openai_tools import FunctionSpec, call_id, parse_reply, parse_tool_call, tool_schema
+from meshcore_sdk.openai_tools import (
+    MAX_PARALLEL_CALLS,
+    FunctionSpec,
+    call_id,
+    parse_reply,
+    parse_tool_call,
+    parse_tool_calls,
+    tool_schema,
+)
 from meshcore_sdk.protocol import ResponseFormat
 
 from .conftest import RunningRouter, StartNode
@@ -148,6 +156,38 @@ def test_the_instructions_offer_a_reply_in_text_only_with_auto() -> None:
     assert '{"content": <your answer>}' in auto and "content" not in required
 
 
+def test_parallel_tool_calls_ask_for_an_array_of_calls() -> None:
+    schema = frame_of(CHAT | {"tool_choice": "required", "parallel_tool_calls": True}).params.response_format
+    assert schema is not None and schema.json_schema is not None
+    array = schema.json_schema
+    assert (array["type"], array["minItems"], array["maxItems"]) == ("array", 1, MAX_PARALLEL_CALLS)
+    assert [a["properties"]["name"] for a in array["items"]["anyOf"]] == [
+        {"const": "get_weather"},
+        {"const": "get_time"},
+    ]
+    auto = frame_of(CHAT | {"parallel_tool_calls": True}).params.response_format
+    assert auto is not None and auto.json_schema is not None
+    assert [a["type"] for a in auto.json_schema["anyOf"]] == ["array", "object"]  # calls, or a reply in text
+    assert (
+        frame_of(CHAT | {"parallel_tool_calls": False}).params.response_format == frame_of(CHAT).params.response_format
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (ANSWER, ["get_weather"]),
+        (f'[{ANSWER}, {{"name": "get_time", "arguments": {{}}}}]', ["get_weather", "get_time"]),
+        (f'[{ANSWER}, {{"name": "other", "arguments": {{}}}}]', None),  # one bad call spoils the answer
+        ("[]", None),
+        (f"[{ANSWER}", None),  # cut off
+    ],
+)
+def test_parse_tool_calls(text: str, expected: list[str] | None) -> None:
+    calls = parse_tool_calls(text, [FunctionSpec(name="get_weather"), FunctionSpec(name="get_time")])
+    assert (None if calls is None else [call.name for call in calls]) == expected
+
+
 def test_call_ids_are_derived_from_the_request() -> None:
     assert call_id("r") == call_id("r") != call_id("s")
     assert call_id("r").startswith("call_") and len(call_id("r")) == 29
@@ -210,6 +250,30 @@ async def test_a_cut_off_call_is_text_with_finish_length(http: httpx.AsyncClient
     chunks = sse_events((await http.post("/v1/chat/completions", json=CHAT | {"max_tokens": 2, "stream": True})).text)
     assert [c["choices"][0]["finish_reason"] for c in chunks[:-1]] == ["length"]
     assert chunks[0]["choices"][0]["delta"]["content"] == choice["message"]["content"]
+
+
+async def test_parallel_calls_come_back_as_several_tool_calls(http: httpx.AsyncClient, start_node: StartNode) -> None:
+    plan = Plan(
+        tokens=[
+            b'[{"name": "get_weather", "arguments": {"city": "Paris"}}, ',
+            b'{"name": "get_time", ',
+            b'"arguments": {}}]',
+        ]
+    )
+    await start_node("node-a", plan=plan)
+    body = CHAT | {"tool_choice": "required", "parallel_tool_calls": True}
+    response = await http.post("/v1/chat/completions", json=body)
+    calls = response.json()["choices"][0]["message"]["tool_calls"]
+    request_id = response.headers["x-request-id"]
+    assert [(c["id"], c["function"]["name"]) for c in calls] == [
+        (call_id(request_id, 0), "get_weather"),
+        (call_id(request_id, 1), "get_time"),
+    ]
+    chunks = sse_events((await http.post("/v1/chat/completions", json=body | {"stream": True})).text)
+    deltas = [c["choices"][0]["delta"] for c in chunks[:-1]]
+    assert [d["tool_calls"][0]["index"] for d in deltas[:-1]] == [0, 0, 1, 1]
+    assert [d["tool_calls"][0]["function"].get("name") for d in deltas[:-1]] == ["get_weather", None, "get_time", None]
+    assert chunks[-2]["choices"][0]["finish_reason"] == "tool_calls"
 
 
 async def test_with_auto_the_model_may_answer_in_text(http: httpx.AsyncClient, start_node: StartNode) -> None:

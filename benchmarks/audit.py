@@ -52,6 +52,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before llama.cpp loads: idle threads sleep
 
 import argparse
+import collections
 import json
 import math
 import statistics
@@ -419,6 +420,40 @@ def chunk_flags(audits: Sequence[Audited], limits: ScoreLimits) -> int:
     )
 
 
+def chunk_flag_reasons(audits: Sequence[Audited], limits: ScoreLimits) -> dict[str, int]:
+    """For the flagged chunks: how many each score flags, and (``only ...``) how many it alone flags."""
+    counts: collections.Counter[str] = collections.Counter()
+    for audit in audits:
+        for c in audit.tier_b.chunks:
+            beyond = [
+                name
+                for name, over in (
+                    ("s_lp", c.s_lp > limits.s_lp_chunk),
+                    ("kl", c.kl > limits.kl_chunk),
+                    ("tok_disagree", c.tok_disagree > limits.tok_disagree_chunk),
+                    ("margin_min", c.margin_min < limits.margin_min),
+                    ("hid_exp", (c.hid_exp or 0) > limits.hid_exp_chunk),
+                    ("hid_mantissa_mean", (c.hid_mantissa_mean or 0.0) > limits.hid_mantissa_mean_chunk),
+                )
+                if over
+            ]
+            counts.update(beyond)
+            if len(beyond) == 1:
+                counts["only " + beyond[0]] += 1
+    return dict(sorted(counts.items()))
+
+
+def job_flag_reasons(audits: Sequence[Audited], thresholds: Thresholds) -> dict[str, int]:
+    """For the jobs the verdict flags: how often each reason it gives comes up (numbers stripped)."""
+    counts: collections.Counter[str] = collections.Counter()
+    for audit in audits:
+        verdict = judge(audit.tier_b, thresholds)
+        if verdict.outcome is Outcome.FLAG:
+            flagging = [r.split(": ", 1) for r in verdict.reasons if "threshold" in r or "not a number" in r]
+            counts.update({f"{where.split(' ')[0]} {rest.split(' ')[0]}" for where, rest in flagging})
+    return dict(sorted(counts.items()))
+
+
 def flagged_jobs(audits: Sequence[Audited], thresholds: Thresholds) -> int:
     return sum(judge(a.tier_b, thresholds).outcome is Outcome.FLAG for a in audits)
 
@@ -457,6 +492,10 @@ def summarize(
     n_chunks = sum(len(a.tier_b.chunks) for a in honest)
     n_odd_chunks = sum(len(a.tier_b.chunks) for a in odd)
     tier_a = [a.tier_a for a in honest if a.tier_a is not None]
+    reasons = {
+        "odd_chunk_flag_reasons": chunk_flag_reasons(odd, held_out),
+        "odd_job_flag_reasons": job_flag_reasons(odd, held_out),
+    }
     flags = {
         "chunks_flagged_provisional": chunk_flags(honest, provisional),
         "jobs_flagged_provisional": flagged_jobs(honest, provisional),
@@ -471,6 +510,7 @@ def summarize(
             "chunks": n_chunks,
             "held_out_chunks": n_odd_chunks,
             **flags,
+            **reasons,
             "chunks_flagged_provisional_cp95_upper": clopper_pearson(flags["chunks_flagged_provisional"], n_chunks)[1],
             "held_out_chunk_flags_cp95_upper": clopper_pearson(
                 flags["odd_chunks_flagged_by_even_thresholds"], n_odd_chunks
@@ -507,6 +547,8 @@ def summarize(
         f"  held out (thresholds from even jobs, flags on odd): chunks {flags['odd_chunks_flagged_by_even_thresholds']}"
         f"/{n_odd_chunks} (CP95 upper {held:.2e}); jobs {flags['odd_jobs_flagged_by_even_thresholds']}/{len(odd)}"
     )
+    print(f"  held-out chunk flags by score: {reasons['odd_chunk_flag_reasons']}")
+    print(f"  held-out job flags by reason: {reasons['odd_job_flag_reasons']}")
     print(f"  free check (sampler consistency) fails on {flags['jobs_failing_free_check']}/{len(honest)} honest jobs")
     print(f"  Tier A: {result['honest']['tier_a_mismatches']} mismatching of {len(tier_a)} replayed jobs")  # type: ignore[index]
     print("\ncheaters: jobs flagged (FLAG verdict) / audited, CP95 lower bound")

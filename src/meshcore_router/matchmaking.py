@@ -23,6 +23,8 @@ A *hedge* (a speculative copy of a request already running elsewhere,
 ``meshcore_router.hedging``) must never queue behind real work, so for a hedge
 a node is eligible only if, besides the above, it has a free sequence slot
 (load below 1.0) and does not push back (its telemetry's ``accepts_hedges``).
+Nor does a hedge go to a node it should ``avoid``: a second copy on the node
+that runs the first would survive nothing the first does not.
 
 A node's load is the work it has relative to what it runs at once:
 ``max(active + queued from its last heartbeat, requests the router has in
@@ -87,7 +89,7 @@ def choose_node(
         avoid: nodes to pick only when no other is eligible (ones serving a sibling copy).
         max_load: nodes at or above this load are not eligible.
         weight: a node's routing weight in [0, 1]; 0 is never eligible.
-        hedge: the request is a hedge: only nodes that :func:`takes_hedge` are eligible.
+        hedge: the request is a hedge: only nodes that :func:`takes_hedge` and are not in ``avoid`` are eligible.
     """
     best: tuple[bool, float, str] | None = None
     for record in records:
@@ -96,7 +98,7 @@ def choose_node(
             continue
         flying = in_flight(record.node_id)
         load = node_load(record, flying)
-        if load >= max_load or (hedge and not takes_hedge(record, flying)):
+        if load >= max_load or (hedge and (record.node_id in avoid or not takes_hedge(record, flying))):
             continue
         effective = (load + 1 / record.max_sequences) / share  # the load it would have with this request
         key = (record.node_id in avoid, effective, record.node_id)

@@ -92,6 +92,12 @@ def test_avoided_nodes_come_last_but_are_not_excluded() -> None:
     assert choose_node(records, in_flight=no_flight, exclude={"b"}, avoid={"a"}) == "a"
 
 
+def test_a_hedge_never_goes_to_a_node_it_should_avoid() -> None:
+    records = registry_with(("a", READY, 4, 0, True), ("b", READY, 4, 3, True)).candidates(M.sha256, now=0.0)
+    assert choose_node(records, in_flight=no_flight, avoid={"a"}, hedge=True) == "b"
+    assert choose_node(records, in_flight=no_flight, avoid={"a", "b"}, hedge=True) is None
+
+
 def test_no_node_for_a_hedge_is_no_capacity() -> None:
     registry = registry_with(("a", READY, 1, 1, True))
     with pytest.raises(NoCapacity, match="free slot for a hedge"):

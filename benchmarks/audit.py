@@ -563,6 +563,8 @@ def summarize(
             "free_check_failed": sum(free_check(a) for a in jobs),
             "tier_a_mismatched": sum(t.row_mismatch_at is not None for t in replays),
             "tier_a_jobs": len(replays),
+            "chunk_flag_reasons_provisional": chunk_flag_reasons(jobs, provisional),
+            "job_flag_reasons_provisional": job_flag_reasons(jobs, provisional),
             "chunk_median": {
                 n: statistics.median(float(getattr(c, n) or 0.0) for a in jobs for c in a.tier_b.chunks)
                 for n in ("s_lp", "kl", "tok_disagree", "margin_min", "hid_exp", "hid_mantissa_mean")
@@ -576,6 +578,8 @@ def summarize(
             f" Tier A {entry['tier_a_mismatched']}/{entry['tier_a_jobs']}"
         )
         print("    chunk medians: " + ", ".join(f"{n} {v:.4g}" for n, v in entry["chunk_median"].items()))  # type: ignore[attr-defined]
+        print(f"    flags by score, calibrated row: chunks {entry['chunk_flag_reasons_provisional']}")
+        print(f"    jobs {entry['job_flag_reasons_provisional']}")
     print("\ncost (auditor seconds / worker seconds, medians):")
     for key, value in result["cost"].items():  # type: ignore[attr-defined]
         print(f"  {key:<44} {value:.3f}")
